@@ -1,0 +1,347 @@
+//! [`Listener`]: an app's stream of notifications, once each, across daemon
+//! restarts.
+//!
+//! The listener says `Hello{app_id}` and then streams `Delivery` frames. When
+//! the connection goes away (daemon restart, crash, upgrade) it reconnects by
+//! itself with a bounded backoff, and the daemon then redelivers everything the
+//! app has not acked. To keep "each message once" for the app, the listener
+//! remembers the ids it handed out ([`SeenIds`](crate::dedup)):
+//! - a redelivered id the app already acked is re-acked silently (the first ack
+//!   was lost, or the daemon crashed before committing it);
+//! - a redelivered id handed out but not yet acked is dropped (the app has it
+//!   and will ack it; its ack deletes the message whichever connection carries
+//!   it, because acks are per app, not per connection).
+//!
+//! A refusal that retrying cannot fix (`ErrorPermissionDenied`,
+//! `ErrorBadRequest`) is returned from [`Listener::next`] instead of being
+//! retried forever.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use syspush_proto::app::app_request::Body;
+use syspush_proto::app::daemon_message::Body as Msg;
+use syspush_proto::app::{AckRequest, DaemonMessage, Delivery, ErrorCode, Hello};
+
+use crate::ClientError;
+use crate::conn::Conn;
+use crate::dedup::{Seen, SeenIds};
+
+/// First reconnect delay after a failed attempt or a connection that died young.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Reconnect delays double up to this; also the age after which a connection
+/// counts as stable (its loss is then retried at once: most likely a restart).
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Default number of message ids remembered for de-duplication.
+pub const DEFAULT_DEDUP_MEMORY: usize = 100_000;
+
+/// What [`Listener::next`] yields.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A notification for the app, with the daemon's display flags. Ack its
+    /// `notification.message_id` with [`Listener::ack`] once handled.
+    Notification(Delivery),
+    /// The app server revoked the app's token (forced logout): no more pushes
+    /// until the app registers again.
+    TokenRevoked {
+        /// The app whose token died.
+        app_id: String,
+        /// Why, as the gateway reported it.
+        reason: String,
+    },
+}
+
+/// An app's subscription to its notifications. See the [module docs](self).
+#[derive(Debug)]
+pub struct Listener {
+    path: PathBuf,
+    app_id: String,
+    conn: Option<Conn>,
+    /// When the current connection was established (for the backoff policy).
+    connected_at: Option<Instant>,
+    /// Frames read while [`Listener::ack`] waited for its reply; handled first.
+    queue: VecDeque<DaemonMessage>,
+    next_id: u64,
+    seen: SeenIds,
+    /// Wait before the next connection attempt (zero: at once).
+    delay: Duration,
+    connects: u64,
+}
+
+impl Listener {
+    /// A listener for `app_id` on the daemon socket at `path`. Does no I/O: the
+    /// first [`next`](Self::next) connects, retrying until the daemon is up.
+    pub fn new(path: impl Into<PathBuf>, app_id: impl Into<String>) -> Listener {
+        Listener {
+            path: path.into(),
+            app_id: app_id.into(),
+            conn: None,
+            connected_at: None,
+            queue: VecDeque::new(),
+            next_id: 1,
+            seen: SeenIds::new(DEFAULT_DEDUP_MEMORY),
+            delay: Duration::ZERO,
+            connects: 0,
+        }
+    }
+
+    /// Like [`new`](Self::new), but connects and says Hello once right away, so
+    /// a missing daemon or a refused app id is reported now instead of being
+    /// retried. Later connection losses are retried by [`next`](Self::next).
+    pub async fn connect(path: impl Into<PathBuf>, app_id: impl Into<String>) -> Result<Listener, ClientError> {
+        let mut l = Listener::new(path, app_id);
+        l.attach().await?;
+        Ok(l)
+    }
+
+    /// Sets how many message ids are remembered for de-duplication (default
+    /// [`DEFAULT_DEDUP_MEMORY`]). Forgets what was remembered so far.
+    pub fn with_dedup_memory(mut self, ids: usize) -> Listener {
+        self.seen = SeenIds::new(ids);
+        self
+    }
+
+    /// The app id this listener subscribes to.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The daemon socket path.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many times the listener re-established its connection after losing it.
+    pub fn reconnects(&self) -> u64 {
+        self.connects.saturating_sub(1)
+    }
+
+    /// The next event: a notification the app has not seen before, or a token
+    /// revocation. Reconnects as needed; returns an error only for refusals
+    /// that retrying cannot fix (see [`ClientError::is_permission_denied`]).
+    ///
+    /// Cancel-safe while waiting for a frame (usable in `select!`): a dropped
+    /// call loses no message.
+    pub async fn next(&mut self) -> Result<Event, ClientError> {
+        loop {
+            let msg = match self.queue.pop_front() {
+                Some(m) => m,
+                None => {
+                    self.ensure_connected().await?;
+                    let Some(conn) = self.conn.as_mut() else { continue };
+                    match conn.recv().await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.lost(&e);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(ev) = self.handle(msg).await? {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Acks `ids` (the app has handled them; the daemon deletes them) and waits
+    /// for the daemon's answer; returns how many were still pending there.
+    ///
+    /// The ids are remembered as acked before anything is sent, so even when
+    /// this fails (the daemon is down) a later redelivery of them is re-acked,
+    /// not shown again. If not connected, one connection attempt is made.
+    pub async fn ack<S: AsRef<str>>(&mut self, ids: &[S]) -> Result<u32, ClientError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = ids.iter().map(|s| s.as_ref().to_owned()).collect();
+        for id in &ids {
+            self.seen.acked(id);
+        }
+        if self.conn.is_none() {
+            self.attach().await?;
+        }
+        let id = self.take_id();
+        let res = self.ack_on_conn(id, ids).await;
+        if let Err(e) = &res {
+            if !matches!(e, ClientError::Daemon { .. }) {
+                self.lost(e);
+            }
+        }
+        res
+    }
+
+    /// Sends the Ack and reads until its reply, queueing whatever else arrives.
+    async fn ack_on_conn(&mut self, id: u64, message_ids: Vec<String>) -> Result<u32, ClientError> {
+        let Some(conn) = self.conn.as_mut() else { return Err(ClientError::Closed) };
+        conn.send(id, Body::Ack(AckRequest { message_ids })).await?;
+        loop {
+            let msg = conn.recv().await?;
+            if msg.request_id != id {
+                self.queue.push_back(msg);
+                continue;
+            }
+            return match msg.body {
+                Some(Msg::AckOk(ok)) => Ok(ok.removed),
+                Some(Msg::Error(e)) => Err(ClientError::from_wire(e)),
+                other => Err(ClientError::Unexpected(format!("wanted AckOk, got {other:?}"))),
+            };
+        }
+    }
+
+    /// Handles one frame: `Some(event)` for the app, `None` when it was consumed
+    /// here (duplicate, reply to an abandoned request, ...).
+    async fn handle(&mut self, msg: DaemonMessage) -> Result<Option<Event>, ClientError> {
+        match msg.body {
+            Some(Msg::Notification(d)) => Ok(self.on_delivery(d).await),
+            Some(Msg::TokenRevoked(t)) => Ok(Some(Event::TokenRevoked { app_id: t.app_id, reason: t.reason })),
+            Some(Msg::Error(e)) => {
+                let err = ClientError::from_wire(e);
+                if is_fatal(&err) {
+                    return Err(err);
+                }
+                // Bad frame etc.: the daemon closes the connection after it and
+                // the next read reconnects.
+                tracing::warn!(app_id = %self.app_id, error = %err, "syspushd reported an error");
+                Ok(None)
+            }
+            other => {
+                // Replies to acks whose caller was cancelled, a second HelloOk, ...
+                tracing::debug!(request_id = msg.request_id, ?other, "ignoring frame");
+                Ok(None)
+            }
+        }
+    }
+
+    /// De-duplicates a delivery; re-acks one the app already acked.
+    async fn on_delivery(&mut self, d: Delivery) -> Option<Event> {
+        let Some(n) = d.notification.as_ref() else {
+            tracing::warn!(app_id = %self.app_id, "delivery without a notification, ignored");
+            return None;
+        };
+        if n.message_id.is_empty() {
+            // Cannot be de-duplicated (the daemon always sets ids); pass it on.
+            return Some(Event::Notification(d));
+        }
+        match self.seen.get(&n.message_id) {
+            Seen::New => {
+                self.seen.handed_out(&n.message_id);
+                Some(Event::Notification(d))
+            }
+            Seen::HandedOut => {
+                tracing::debug!(message_id = %n.message_id, "dropping redelivery of an unacked message");
+                None
+            }
+            Seen::Acked => {
+                tracing::debug!(message_id = %n.message_id, "re-acking redelivered message");
+                let id = self.take_id();
+                let body = Body::Ack(AckRequest { message_ids: vec![n.message_id.clone()] });
+                if let Some(conn) = self.conn.as_mut() {
+                    // The AckOk comes back as a frame with this id and is
+                    // ignored by `handle`. If sending fails, the connection is
+                    // gone and the daemon redelivers (and we re-ack) next time.
+                    if let Err(e) = conn.send(id, body).await {
+                        self.lost(&e);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Connects (retrying with backoff) unless already connected.
+    async fn ensure_connected(&mut self) -> Result<(), ClientError> {
+        while self.conn.is_none() {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            match self.attach().await {
+                Ok(()) => {}
+                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) => {
+                    self.delay = next_delay(self.delay);
+                    tracing::debug!(app_id = %self.app_id, error = %e, retry_in = ?self.delay, "syspushd not reachable");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt: connect, send Hello, wait for HelloOk. Frames other than
+    /// the reply (deliveries may follow HelloOk in the same read) are queued.
+    async fn attach(&mut self) -> Result<(), ClientError> {
+        let mut conn = Conn::open(&self.path).await?;
+        let id = self.take_id();
+        conn.send(id, Body::Hello(Hello { app_id: self.app_id.clone() })).await?;
+        loop {
+            let msg = conn.recv().await?;
+            if msg.request_id != id {
+                self.queue.push_back(msg);
+                continue;
+            }
+            match msg.body {
+                Some(Msg::HelloOk(ok)) => {
+                    tracing::debug!(app_id = %self.app_id, pending = ok.pending, "subscribed");
+                    break;
+                }
+                Some(Msg::Error(e)) => return Err(ClientError::from_wire(e)),
+                other => return Err(ClientError::Unexpected(format!("wanted HelloOk, got {other:?}"))),
+            }
+        }
+        self.conn = Some(conn);
+        self.connected_at = Some(Instant::now());
+        self.connects += 1;
+        Ok(())
+    }
+
+    /// Drops a broken connection and decides how soon to retry: at once after a
+    /// long-lived connection (a daemon restart is the likely cause), with a
+    /// growing delay when connections keep dying young (a crash loop).
+    fn lost(&mut self, err: &ClientError) {
+        tracing::info!(app_id = %self.app_id, error = %err, "connection to syspushd lost");
+        self.conn = None;
+        let stable = self.connected_at.take().is_some_and(|t| t.elapsed() >= BACKOFF_MAX);
+        self.delay = if stable { Duration::ZERO } else { next_delay(self.delay) };
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+}
+
+/// Refusals that reconnecting cannot fix: returned to the app, not retried.
+fn is_fatal(err: &ClientError) -> bool {
+    match err {
+        ClientError::Daemon { code, .. } => {
+            matches!(code, ErrorCode::ErrorPermissionDenied | ErrorCode::ErrorBadRequest)
+        }
+        // The socket's directory or file is not accessible to this uid.
+        ClientError::Connect { source, .. } => source.kind() == std::io::ErrorKind::PermissionDenied,
+        _ => false,
+    }
+}
+
+/// 0 -> 50 ms -> 100 ms -> ... -> 2 s.
+fn next_delay(d: Duration) -> Duration {
+    if d.is_zero() { BACKOFF_MIN } else { (d * 2).min(BACKOFF_MAX) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded() {
+        let mut d = Duration::ZERO;
+        let mut seen = vec![];
+        for _ in 0..8 {
+            d = next_delay(d);
+            seen.push(d.as_millis());
+        }
+        assert_eq!(seen, vec![50, 100, 200, 400, 800, 1600, 2000, 2000]);
+    }
+}
