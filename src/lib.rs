@@ -1,0 +1,9 @@
+//! `syspush`: the top of the workspace — the quick start (`cargo run --release`),
+//! the end-to-end tests in `tests/`, and the latency benchmark.
+//!
+//! This library holds what those three share: [`appserver`], a small blocking
+//! client for the gateway's HTTP API (what an app server does), and [`testkit`],
+//! which runs the real `syspush-gateway` and `syspushd` binaries as processes.
+
+pub mod appserver;
+pub mod testkit;
