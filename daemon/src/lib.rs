@@ -1,1 +1,4 @@
-//! placeholder
+//! `syspushd`: the device push daemon (library part).
+pub mod backoff;
+pub mod clock;
+pub mod session;

@@ -1,0 +1,165 @@
+//! Time on `CLOCK_BOOTTIME`: the only clock the daemon's timers use.
+//!
+//! `CLOCK_MONOTONIC` (what tokio's timers run on) stops while the device is
+//! suspended, so a heartbeat due "in 270 s" would fire 270 s of *awake* time
+//! later — after a night in suspend the NAT mapping is long gone. `CLOCK_BOOTTIME`
+//! keeps counting in suspend. [`now`] reads it; [`Timer`] sleeps until an
+//! absolute boot-time deadline with a timerfd armed with `TFD_TIMER_ABSTIME`,
+//! driven by tokio's reactor through [`AsyncFd`] (no extra thread, no polling).
+//!
+//! Wall-clock time ([`wall_ms`]) is used only to compare against message
+//! expiry timestamps set by the gateway.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId as TfdClock, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::time::{ClockId, clock_gettime};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// Time since boot, including time spent in suspend.
+pub fn now() -> Duration {
+    // CLOCK_BOOTTIME exists on every Linux since 2.6.39; failing to read it
+    // would mean a broken kernel, where MONOTONIC is the best we can do.
+    let ts = clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
+        .unwrap_or_else(|_| TimeSpec::new(0, 0));
+    Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().clamp(0, 999_999_999) as u32)
+}
+
+/// Wall clock, unix milliseconds (for message expiry only; never for timers).
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// `AsyncFd` wants `AsRawFd`; nix's `TimerFd` only offers `AsFd`.
+#[derive(Debug)]
+struct Fd(TimerFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// A reusable one-shot timer on `CLOCK_BOOTTIME`.
+///
+/// One timerfd per long-lived user (the link keeps one for its whole life), so
+/// re-arming costs one `timerfd_settime` and no allocation.
+#[derive(Debug)]
+pub struct Timer {
+    fd: AsyncFd<Fd>,
+}
+
+impl Timer {
+    /// Creates an unarmed timer. Needs a tokio runtime with I/O enabled.
+    pub fn new() -> io::Result<Self> {
+        let tfd = TimerFd::new(TfdClock::CLOCK_BOOTTIME, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        // `AsyncFd::new` is deprecated because a caller could hand it a raw fd
+        // that is closed or replaced behind the reactor's back. Here the
+        // wrapper owns the `OwnedFd` for the whole life of the `AsyncFd` and
+        // always reports that same fd, which is exactly the condition the
+        // unsafe `register` asks for — and the crate stays free of `unsafe`.
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(Fd(tfd), Interest::READABLE)?;
+        Ok(Self { fd })
+    }
+
+    /// Completes once boot time reaches `deadline` (at once if it already has).
+    ///
+    /// Cancel-safe: dropping the future leaves the timer armed but harmless; the
+    /// next call re-arms it.
+    pub async fn sleep_until(&mut self, deadline: Duration) -> io::Result<()> {
+        // A zero it_value would *disarm* the timer; boot time is never zero.
+        let deadline = deadline.max(Duration::from_nanos(1));
+        let spec = TimeSpec::from_duration(deadline);
+        self.fd
+            .get_ref()
+            .0
+            .set(Expiration::OneShot(spec), TimerSetTimeFlags::TFD_TIMER_ABSTIME)
+            .map_err(io::Error::from)?;
+        loop {
+            if now() >= deadline {
+                // Drain a possible expiration so the fd is not left readable.
+                let _ = self.fd.get_ref().0.wait();
+                return Ok(());
+            }
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|inner| match inner.get_ref().0.wait() {
+                Ok(()) => Ok(()),
+                Err(Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+                Err(e) => Err(io::Error::from(e)),
+            }) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// One-off sleep until a boot-time deadline (creates a timerfd for the call).
+pub async fn sleep_until(deadline: Duration) -> io::Result<()> {
+    Timer::new()?.sleep_until(deadline).await
+}
+
+/// Error of [`timeout`]: the deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// Runs `fut` for at most `limit` of boot time.
+///
+/// If the timer itself cannot be created (fd exhaustion), `fut` runs without a
+/// limit rather than failing an otherwise fine request.
+pub async fn timeout<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    let deadline = now() + limit;
+    let mut timer = match Timer::new() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create a timerfd; running without a timeout");
+            return Ok(fut.await);
+        }
+    };
+    tokio::select! {
+        out = fut => Ok(out),
+        _ = timer.sleep_until(deadline) => Err(Elapsed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boottime_moves_forward() {
+        let a = now();
+        let b = now();
+        assert!(b >= a);
+        assert!(a > Duration::ZERO);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn timer_fires_for_past_and_near_deadlines() {
+        let mut t = Timer::new().expect("timerfd");
+        t.sleep_until(Duration::from_nanos(1)).await.expect("past deadline");
+        let deadline = now() + Duration::from_millis(5);
+        t.sleep_until(deadline).await.expect("near deadline");
+        assert!(now() >= deadline);
+        // Re-arming the same fd works.
+        let deadline = now() + Duration::from_millis(1);
+        t.sleep_until(deadline).await.expect("re-armed");
+        assert!(now() >= deadline);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn timeout_expires_and_passes() {
+        let pending = std::future::pending::<()>();
+        assert_eq!(timeout(Duration::from_millis(2), pending).await, Err(Elapsed));
+        assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
+    }
+}

@@ -1,0 +1,557 @@
+//! The device side of the gateway session as a sans-I/O state machine.
+//!
+//! It owns the protocol decisions — when to dial, the ClientHello, when to send
+//! a heartbeat Ping and when a missing Pong means the link is dead, which
+//! cumulative Ack to send after a commit, which requests to (re)send, and how
+//! long to back off before redialing — and nothing else: no sockets, no clock,
+//! no tokio, no randomness source. Time comes in as boot-time [`Duration`]s,
+//! randomness as a seed; frames to send come out of [`Session::poll_transmit`],
+//! happenings out of [`Session::poll_event`], and the next instant it needs to
+//! be called at out of [`Session::poll_timeout`]. The async driver (`link.rs`)
+//! does the I/O. This makes "three hours of idle" or "the NAT silently dropped
+//! the mapping" millisecond unit tests.
+//!
+//! Power rules encoded here: while idle, exactly one Ping per heartbeat
+//! interval (measured from the last frame received, so any traffic from the
+//! gateway postpones it); an Ack only right after a commit, one per batch.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use syspush_proto::PROTOCOL_VERSION;
+use syspush_proto::common::Notification;
+use syspush_proto::device::{self, Frame, frame::Body};
+use syspush_proto::device_codec::frame;
+
+use crate::backoff::{Backoff, BackoffConfig};
+
+/// Tunables of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Desired heartbeat interval (clamped to the gateway's bounds).
+    pub heartbeat: Duration,
+    /// How long to wait for any frame after a Ping before declaring the link dead.
+    pub pong_timeout: Duration,
+    /// Dial + TLS + WebSocket + ServerHello must finish within this.
+    pub handshake_timeout: Duration,
+    /// A connection up this long resets the backoff.
+    pub stable_after: Duration,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(270),
+            pong_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No frame arrived within the pong timeout after a Ping.
+    PongTimeout,
+    /// Dial or handshake took longer than the handshake timeout.
+    HandshakeTimeout,
+    /// The transport failed or was closed (text from the driver).
+    Transport(String),
+    /// The gateway said goodbye.
+    GoAway {
+        /// Gateway's reason.
+        reason: String,
+        /// Minimum wait before redialing.
+        retry_after: Duration,
+    },
+    /// The gateway answered with an error frame (bad credentials, version, ...).
+    Rejected {
+        /// `device::ErrorCode` value.
+        code: i32,
+        /// Gateway's message.
+        message: String,
+    },
+    /// The gateway broke the protocol.
+    Protocol(String),
+}
+
+/// Something the driver must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// ServerHello received: the session is up.
+    Established {
+        /// Gateway's session id.
+        session_id: String,
+        /// Heartbeat interval in force for this session.
+        heartbeat: Duration,
+    },
+    /// A message to commit; after committing call [`Session::committed`].
+    Deliver {
+        /// Per-device sequence number.
+        seq: u64,
+        /// The message (None if the gateway sent an empty Deliver; its seq still counts).
+        notification: Option<Notification>,
+    },
+    /// Answer to [`Session::register`].
+    Registered {
+        /// Id returned by `register`.
+        request_id: u64,
+        /// App id.
+        app_id: String,
+        /// The app's push token.
+        token: String,
+    },
+    /// Answer to [`Session::unregister`].
+    Unregistered {
+        /// Id returned by `unregister`.
+        request_id: u64,
+        /// App id.
+        app_id: String,
+    },
+    /// The gateway refused a request.
+    RequestFailed {
+        /// Id of the request.
+        request_id: u64,
+        /// `device::ErrorCode` value.
+        code: i32,
+        /// Gateway's message.
+        message: String,
+    },
+    /// The gateway revoked a token (forced logout).
+    TokenRevoked {
+        /// App id.
+        app_id: String,
+        /// The dead token.
+        token: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection is over; drop the transport. Redial at `redial_at`.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+        /// Boot time of the next dial.
+        redial_at: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Live {
+    since: Duration,
+    heartbeat: Duration,
+    last_rx: Duration,
+    /// Boot time of the outstanding Ping, if any.
+    ping_sent: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Waiting { dial_at: Duration },
+    Dialing { deadline: Duration },
+    Handshaking { deadline: Duration },
+    Live(Live),
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Request {
+    Register(String),
+    Unregister(String),
+}
+
+/// Credentials and resume point for the ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Enrolled device id.
+    pub device_id: String,
+    /// Enrolled secret.
+    pub secret: String,
+    /// Highest sequence durably committed.
+    pub last_committed_seq: u64,
+}
+
+/// The session state machine. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    phase: Phase,
+    backoff: Backoff,
+    rng: u64,
+    transmit: VecDeque<Frame>,
+    events: VecDeque<Event>,
+    next_nonce: u64,
+    next_request_id: u64,
+    /// Outstanding requests, in id order; (re)sent on every new session until answered.
+    requests: BTreeMap<u64, Request>,
+    acked_seq: u64,
+    established_count: u64,
+    last_rx: Option<Duration>,
+}
+
+impl Session {
+    /// A session that wants to dial at once. `seed` feeds the backoff jitter.
+    pub fn new(cfg: SessionConfig, now: Duration, seed: u64) -> Self {
+        let mut backoff = Backoff::new(cfg.backoff);
+        // The first dial uses up the free attempt: a failing start backs off.
+        backoff.next_delay(0);
+        Self {
+            cfg,
+            phase: Phase::Waiting { dial_at: now },
+            backoff,
+            rng: seed,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            next_nonce: 1,
+            next_request_id: 1,
+            requests: BTreeMap::new(),
+            acked_seq: 0,
+            established_count: 0,
+            last_rx: None,
+        }
+    }
+
+    /// The next boot-time instant at which [`Session::handle_timeout`] (or, while
+    /// waiting, a dial) is due. `None` once stopped.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match &self.phase {
+            Phase::Waiting { dial_at } => Some(*dial_at),
+            Phase::Dialing { deadline } | Phase::Handshaking { deadline } => Some(*deadline),
+            Phase::Live(l) => Some(match l.ping_sent {
+                Some(sent) => sent + self.cfg.pong_timeout,
+                None => l.last_rx + l.heartbeat,
+            }),
+            Phase::Stopped => None,
+        }
+    }
+
+    /// Whether the driver should start dialing now.
+    pub fn wants_dial(&self, now: Duration) -> bool {
+        matches!(self.phase, Phase::Waiting { dial_at } if now >= dial_at)
+    }
+
+    /// The driver started dialing (TCP + TLS + WebSocket).
+    pub fn dial_started(&mut self, now: Duration) {
+        if let Phase::Waiting { .. } = self.phase {
+            self.phase = Phase::Dialing { deadline: now + self.cfg.handshake_timeout };
+        }
+    }
+
+    /// The WebSocket is open: queues the ClientHello.
+    pub fn transport_open(&mut self, _now: Duration, hello: Hello) {
+        let Phase::Dialing { deadline } = self.phase else { return };
+        self.acked_seq = hello.last_committed_seq;
+        self.transmit.clear();
+        self.transmit.push_back(frame(Body::ClientHello(device::ClientHello {
+            device_id: hello.device_id,
+            secret: hello.secret,
+            protocol_version: PROTOCOL_VERSION,
+            last_committed_seq: hello.last_committed_seq,
+            idle: false,
+        })));
+        self.phase = Phase::Handshaking { deadline };
+    }
+
+    /// Dialing failed or the transport closed/errored.
+    pub fn transport_failed(&mut self, now: Duration, reason: impl Into<String>) {
+        if matches!(self.phase, Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Live(_)) {
+            self.close(now, CloseReason::Transport(reason.into()));
+        }
+    }
+
+    /// A frame arrived from the gateway.
+    pub fn handle_frame(&mut self, now: Duration, f: Frame) {
+        let Some(body) = f.body else { return };
+        match &mut self.phase {
+            Phase::Handshaking { .. } => match body {
+                Body::ServerHello(sh) => self.on_server_hello(now, sh),
+                Body::Error(e) => {
+                    self.close(now, CloseReason::Rejected { code: e.code, message: e.message })
+                }
+                Body::Goaway(g) => self.on_goaway(now, g),
+                other => self.close(
+                    now,
+                    CloseReason::Protocol(format!("expected ServerHello, got {}", body_name(&other))),
+                ),
+            },
+            Phase::Live(live) => {
+                // Any frame is proof of life: it also answers an outstanding Ping.
+                live.last_rx = now;
+                live.ping_sent = None;
+                self.last_rx = Some(now);
+                self.on_live_frame(now, body);
+            }
+            // A frame for a connection already given up on: the driver is about
+            // to drop it; nothing in it may be acted on (its Ack would be lost).
+            Phase::Waiting { .. } | Phase::Dialing { .. } | Phase::Stopped => {}
+        }
+    }
+
+    fn on_server_hello(&mut self, now: Duration, sh: device::ServerHello) {
+        let mut heartbeat = self.cfg.heartbeat;
+        let (min, max) = (Duration::from_secs(sh.heartbeat_min_s.into()), Duration::from_secs(sh.heartbeat_max_s.into()));
+        if !max.is_zero() && min <= max {
+            heartbeat = heartbeat.clamp(min, max);
+        } else if !min.is_zero() {
+            heartbeat = heartbeat.max(min);
+        }
+        // A zero heartbeat would ping in a tight loop.
+        heartbeat = heartbeat.max(Duration::from_secs(1));
+        self.phase = Phase::Live(Live { since: now, heartbeat, last_rx: now, ping_sent: None });
+        self.last_rx = Some(now);
+        self.established_count += 1;
+        self.events.push_back(Event::Established { session_id: sh.session_id, heartbeat });
+        let pending: Vec<(u64, Request)> = self.requests.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (id, req) in pending {
+            self.transmit.push_back(request_frame(id, &req));
+        }
+    }
+
+    fn on_live_frame(&mut self, now: Duration, body: Body) {
+        match body {
+            Body::Deliver(d) => {
+                self.events.push_back(Event::Deliver { seq: d.seq, notification: d.notification })
+            }
+            Body::Ping(p) => self.transmit.push_back(frame(Body::Pong(device::Pong { nonce: p.nonce }))),
+            Body::Pong(_) => {}
+            Body::Registered(r) => {
+                if self.requests.remove(&r.request_id).is_some() {
+                    self.events.push_back(Event::Registered {
+                        request_id: r.request_id,
+                        app_id: r.app_id,
+                        token: r.token,
+                    });
+                }
+            }
+            Body::Unregistered(u) => {
+                if self.requests.remove(&u.request_id).is_some() {
+                    self.events.push_back(Event::Unregistered { request_id: u.request_id, app_id: u.app_id });
+                }
+            }
+            Body::Error(e) if e.request_id != 0 => {
+                if self.requests.remove(&e.request_id).is_some() {
+                    self.events.push_back(Event::RequestFailed {
+                        request_id: e.request_id,
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+            }
+            Body::Error(e) => self.close(now, CloseReason::Rejected { code: e.code, message: e.message }),
+            Body::Goaway(g) => self.on_goaway(now, g),
+            Body::TokenRevoked(t) => {
+                self.events.push_back(Event::TokenRevoked { app_id: t.app_id, token: t.token, reason: t.reason })
+            }
+            // Frames only a device sends, or a repeated ServerHello: harmless, ignored.
+            Body::ServerHello(_)
+            | Body::ClientHello(_)
+            | Body::Ack(_)
+            | Body::Register(_)
+            | Body::Unregister(_)
+            | Body::SetIdle(_) => {}
+        }
+    }
+
+    fn on_goaway(&mut self, now: Duration, g: device::GoAway) {
+        self.close(
+            now,
+            CloseReason::GoAway { reason: g.reason, retry_after: Duration::from_secs(g.retry_after_s.into()) },
+        );
+    }
+
+    /// Called at (or after) [`Session::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Duration) {
+        match &mut self.phase {
+            Phase::Dialing { deadline } | Phase::Handshaking { deadline } => {
+                if now >= *deadline {
+                    self.close(now, CloseReason::HandshakeTimeout);
+                }
+            }
+            Phase::Live(live) => match live.ping_sent {
+                Some(sent) => {
+                    if now >= sent + self.cfg.pong_timeout {
+                        self.close(now, CloseReason::PongTimeout);
+                    }
+                }
+                None => {
+                    if now >= live.last_rx + live.heartbeat {
+                        live.ping_sent = Some(now);
+                        let nonce = self.next_nonce;
+                        self.next_nonce += 1;
+                        self.transmit.push_back(frame(Body::Ping(device::Ping { nonce })));
+                    }
+                }
+            },
+            Phase::Waiting { .. } | Phase::Stopped => {}
+        }
+    }
+
+    /// Everything up to `seq` is durably committed: queues one cumulative Ack
+    /// (none if it acknowledges nothing new).
+    pub fn committed(&mut self, seq: u64) {
+        if seq <= self.acked_seq {
+            return;
+        }
+        self.acked_seq = seq;
+        if let Phase::Live(_) = self.phase {
+            self.transmit.push_back(frame(Body::Ack(device::Ack { seq })));
+        }
+        // Not live: the next ClientHello carries the committed seq instead.
+    }
+
+    /// Asks the gateway for a token for `app_id`; sent now or once connected.
+    pub fn register(&mut self, app_id: impl Into<String>) -> u64 {
+        self.request(Request::Register(app_id.into()))
+    }
+
+    /// Asks the gateway to revoke `app_id`'s token; sent now or once connected.
+    pub fn unregister(&mut self, app_id: impl Into<String>) -> u64 {
+        self.request(Request::Unregister(app_id.into()))
+    }
+
+    fn request(&mut self, req: Request) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        if let Phase::Live(_) = self.phase {
+            self.transmit.push_back(request_frame(id, &req));
+        }
+        self.requests.insert(id, req);
+        id
+    }
+
+    /// Forgets a request whose caller gave up (it is not resent).
+    pub fn cancel(&mut self, request_id: u64) {
+        self.requests.remove(&request_id);
+    }
+
+    /// Stops for good. Returns true if a GoAway was queued (a session was open);
+    /// the driver flushes it and closes the transport.
+    pub fn shutdown(&mut self) -> bool {
+        let open = matches!(self.phase, Phase::Live(_) | Phase::Handshaking { .. });
+        self.transmit.clear();
+        if open {
+            self.transmit.push_back(frame(Body::Goaway(device::GoAway {
+                reason: "shutdown".into(),
+                retry_after_s: 0,
+            })));
+        }
+        self.phase = Phase::Stopped;
+        open
+    }
+
+    fn close(&mut self, now: Duration, reason: CloseReason) {
+        if let Phase::Live(live) = &self.phase {
+            if now.saturating_sub(live.since) >= self.cfg.stable_after {
+                self.backoff.reset();
+            }
+        }
+        let random = self.next_random();
+        let mut delay = self.backoff.next_delay(random);
+        if let CloseReason::GoAway { retry_after, .. } = &reason {
+            delay = delay.max(*retry_after);
+        }
+        let redial_at = now + delay;
+        // Frames queued for the dead transport are void; the next ClientHello
+        // carries the committed seq, and requests are resent.
+        self.transmit.clear();
+        self.phase = Phase::Waiting { dial_at: redial_at };
+        self.events.push_back(Event::Closed { reason, redial_at });
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: plenty for jitter, and deterministic from the seed for tests.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Next frame to send on the current transport.
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        self.transmit.pop_front()
+    }
+
+    /// Next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether a session (ServerHello received) is up.
+    pub fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Live(_))
+    }
+
+    /// Whether the current transport (if any) must be dropped: waiting or stopped.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self.phase, Phase::Waiting { .. } | Phase::Stopped)
+    }
+
+    /// Boot time at which the live session started.
+    pub fn live_since(&self) -> Option<Duration> {
+        match &self.phase {
+            Phase::Live(l) => Some(l.since),
+            _ => None,
+        }
+    }
+
+    /// Heartbeat interval of the live session.
+    pub fn heartbeat(&self) -> Option<Duration> {
+        match &self.phase {
+            Phase::Live(l) => Some(l.heartbeat),
+            _ => None,
+        }
+    }
+
+    /// Boot time of the last frame received from the gateway (any session).
+    pub fn last_rx(&self) -> Option<Duration> {
+        self.last_rx
+    }
+
+    /// Sessions established after the first one.
+    pub fn reconnects(&self) -> u64 {
+        self.established_count.saturating_sub(1)
+    }
+
+    /// Highest seq acked (or announced in the ClientHello).
+    pub fn acked_seq(&self) -> u64 {
+        self.acked_seq
+    }
+}
+
+fn request_frame(id: u64, req: &Request) -> Frame {
+    match req {
+        Request::Register(app_id) => {
+            frame(Body::Register(device::Register { request_id: id, app_id: app_id.clone() }))
+        }
+        Request::Unregister(app_id) => {
+            frame(Body::Unregister(device::Unregister { request_id: id, app_id: app_id.clone() }))
+        }
+    }
+}
+
+fn body_name(b: &Body) -> &'static str {
+    match b {
+        Body::ClientHello(_) => "ClientHello",
+        Body::ServerHello(_) => "ServerHello",
+        Body::Deliver(_) => "Deliver",
+        Body::Ack(_) => "Ack",
+        Body::Register(_) => "Register",
+        Body::Registered(_) => "Registered",
+        Body::Unregister(_) => "Unregister",
+        Body::Unregistered(_) => "Unregistered",
+        Body::Ping(_) => "Ping",
+        Body::Pong(_) => "Pong",
+        Body::Goaway(_) => "GoAway",
+        Body::Error(_) => "Error",
+        Body::SetIdle(_) => "SetIdle",
+        Body::TokenRevoked(_) => "TokenRevoked",
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
