@@ -27,7 +27,10 @@ impl Client {
     /// Connects to the daemon's app socket at `path` (see
     /// [`default_socket_path`](crate::default_socket_path)).
     pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
-        Ok(Client { conn: Conn::open(path.as_ref()).await?, next_id: 1 })
+        Ok(Client {
+            conn: Conn::open(path.as_ref()).await?,
+            next_id: 1,
+        })
     }
 
     /// Registers `app_id` on this device and returns its push token, which the
@@ -37,7 +40,9 @@ impl Client {
     /// link is down; it answers `ErrorUnavailable` when the gateway is not
     /// reachable in time.
     pub async fn register(&mut self, app_id: &str) -> Result<String, ClientError> {
-        let body = Body::Register(RegisterRequest { app_id: app_id.to_owned() });
+        let body = Body::Register(RegisterRequest {
+            app_id: app_id.to_owned(),
+        });
         match self.request(body).await? {
             Reply::Registered(r) => Ok(r.token),
             other => Err(unexpected("Registered", &other)),
@@ -47,7 +52,9 @@ impl Client {
     /// Unregisters `app_id` (logout): its token dies at the gateway and pending
     /// messages for it are dropped.
     pub async fn unregister(&mut self, app_id: &str) -> Result<(), ClientError> {
-        let body = Body::Unregister(UnregisterRequest { app_id: app_id.to_owned() });
+        let body = Body::Unregister(UnregisterRequest {
+            app_id: app_id.to_owned(),
+        });
         match self.request(body).await? {
             Reply::Unregistered(_) => Ok(()),
             other => Err(unexpected("Unregistered", &other)),
@@ -83,7 +90,11 @@ impl Client {
                     return Err(ClientError::Unexpected("empty reply".into()));
                 }
                 other => {
-                    tracing::debug!(request_id = msg.request_id, ?other, "skipping unrelated frame");
+                    tracing::debug!(
+                        request_id = msg.request_id,
+                        ?other,
+                        "skipping unrelated frame"
+                    );
                 }
             }
         }

@@ -28,13 +28,21 @@ impl Conn {
     pub(crate) async fn open(path: &Path) -> Result<Conn, ClientError> {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
-        Ok(Conn { framed: Framed::new(stream, DelimitedCodec::new()) })
+            .map_err(|source| ClientError::Connect {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Conn {
+            framed: Framed::new(stream, DelimitedCodec::new()),
+        })
     }
 
     /// Sends one request and flushes it, so it is on the socket when this returns.
     pub(crate) async fn send(&mut self, request_id: u64, body: Body) -> Result<(), ClientError> {
-        let req = AppRequest { request_id, body: Some(body) };
+        let req = AppRequest {
+            request_id,
+            body: Some(body),
+        };
         self.framed.send(req).await?;
         Ok(())
     }

@@ -33,7 +33,11 @@ pub(crate) struct SeenIds {
 impl SeenIds {
     /// Remembers at most `capacity` ids (at least 1).
     pub(crate) fn new(capacity: usize) -> Self {
-        SeenIds { acked: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        SeenIds {
+            acked: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// What is known about `id`.

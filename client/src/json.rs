@@ -88,15 +88,25 @@ pub fn status_json(s: &Status) -> Value {
 pub fn status_text(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let link = if s.connected { "connected" } else { "disconnected" };
+    let link = if s.connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
     // Writing to a String cannot fail.
     let _ = writeln!(out, "gateway:   {} ({link})", or_dash(&s.gateway_url));
     let _ = writeln!(out, "device:    {}", or_dash(&s.device_id));
     if s.connected {
         let _ = writeln!(out, "session:   up {}", human_secs(s.session_uptime_s));
     }
-    let _ = writeln!(out, "heartbeat: every {}", human_secs(s.heartbeat_interval_s));
-    let pong = s.last_pong_age_s.map_or_else(|| "never".to_owned(), |a| format!("{} ago", human_secs(a)));
+    let _ = writeln!(
+        out,
+        "heartbeat: every {}",
+        human_secs(s.heartbeat_interval_s)
+    );
+    let pong = s
+        .last_pong_age_s
+        .map_or_else(|| "never".to_owned(), |a| format!("{} ago", human_secs(a)));
     let _ = writeln!(out, "last pong: {pong}");
     let _ = writeln!(out, "reconnects: {}", s.reconnects);
     let _ = writeln!(out, "last committed seq: {}", s.last_committed_seq);
@@ -110,8 +120,16 @@ pub fn status_text(s: &Status) -> String {
                 "  {}  pending {}  {}  {}",
                 a.app_id,
                 a.pending,
-                if a.connected { "connected" } else { "not connected" },
-                if a.registered { "registered" } else { "not registered" },
+                if a.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                if a.registered {
+                    "registered"
+                } else {
+                    "not registered"
+                },
             );
         }
     }
@@ -156,7 +174,10 @@ mod tests {
                 collapse_key: "c".into(),
                 channel_id: "chat".into(),
                 disable_push: true,
-                sender: Some(Sender { id: "u1".into(), nickname: "Ann".into() }),
+                sender: Some(Sender {
+                    id: "u1".into(),
+                    nickname: "Ann".into(),
+                }),
                 sent_at_ms: 1_700_000_000_000,
                 expires_at_ms: 1_700_000_060_000,
             }),
@@ -193,13 +214,21 @@ mod tests {
             heartbeat_interval_s: 270,
             last_pong_age_s: None,
             reconnects: 2,
-            apps: vec![AppStatus { app_id: "a".into(), pending: 3, connected: true, registered: false }],
+            apps: vec![AppStatus {
+                app_id: "a".into(),
+                pending: 3,
+                connected: true,
+                registered: false,
+            }],
             device_id: "d1".into(),
             last_committed_seq: 9,
         };
         let v = status_json(&s);
         assert_eq!(v["last_pong_age_s"], Value::Null);
-        assert_eq!(v["apps"][0], json!({"app_id": "a", "pending": 3, "connected": true, "registered": false}));
+        assert_eq!(
+            v["apps"][0],
+            json!({"app_id": "a", "pending": 3, "connected": true, "registered": false})
+        );
         assert_eq!(v["last_committed_seq"], 9);
         s.last_pong_age_s = Some(4);
         assert_eq!(status_json(&s)["last_pong_age_s"], 4);

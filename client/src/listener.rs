@@ -39,6 +39,9 @@ pub const DEFAULT_DEDUP_MEMORY: usize = 100_000;
 /// What [`Listener::next`] yields.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+// Events are handed out one at a time, never stored in bulk, so boxing the
+// notification would only cost an allocation and an awkward pattern per message.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A notification for the app, with the daemon's display flags. Ack its
     /// `notification.message_id` with [`Listener::ack`] once handled.
@@ -90,7 +93,10 @@ impl Listener {
     /// Like [`new`](Self::new), but connects and says Hello once right away, so
     /// a missing daemon or a refused app id is reported now instead of being
     /// retried. Later connection losses are retried by [`next`](Self::next).
-    pub async fn connect(path: impl Into<PathBuf>, app_id: impl Into<String>) -> Result<Listener, ClientError> {
+    pub async fn connect(
+        path: impl Into<PathBuf>,
+        app_id: impl Into<String>,
+    ) -> Result<Listener, ClientError> {
         let mut l = Listener::new(path, app_id);
         l.attach().await?;
         Ok(l)
@@ -130,7 +136,9 @@ impl Listener {
                 Some(m) => m,
                 None => {
                     self.ensure_connected().await?;
-                    let Some(conn) = self.conn.as_mut() else { continue };
+                    let Some(conn) = self.conn.as_mut() else {
+                        continue;
+                    };
                     match conn.recv().await {
                         Ok(m) => m,
                         Err(e) => {
@@ -165,17 +173,20 @@ impl Listener {
         }
         let id = self.take_id();
         let res = self.ack_on_conn(id, ids).await;
-        if let Err(e) = &res {
-            if !matches!(e, ClientError::Daemon { .. }) {
-                self.lost(e);
-            }
+        // A daemon refusal leaves the connection usable; anything else broke it.
+        if let Err(e) = &res
+            && !matches!(e, ClientError::Daemon { .. })
+        {
+            self.lost(e);
         }
         res
     }
 
     /// Sends the Ack and reads until its reply, queueing whatever else arrives.
     async fn ack_on_conn(&mut self, id: u64, message_ids: Vec<String>) -> Result<u32, ClientError> {
-        let Some(conn) = self.conn.as_mut() else { return Err(ClientError::Closed) };
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(ClientError::Closed);
+        };
         conn.send(id, Body::Ack(AckRequest { message_ids })).await?;
         loop {
             let msg = conn.recv().await?;
@@ -186,7 +197,9 @@ impl Listener {
             return match msg.body {
                 Some(Msg::AckOk(ok)) => Ok(ok.removed),
                 Some(Msg::Error(e)) => Err(ClientError::from_wire(e)),
-                other => Err(ClientError::Unexpected(format!("wanted AckOk, got {other:?}"))),
+                other => Err(ClientError::Unexpected(format!(
+                    "wanted AckOk, got {other:?}"
+                ))),
             };
         }
     }
@@ -196,7 +209,10 @@ impl Listener {
     async fn handle(&mut self, msg: DaemonMessage) -> Result<Option<Event>, ClientError> {
         match msg.body {
             Some(Msg::Notification(d)) => Ok(self.on_delivery(d).await),
-            Some(Msg::TokenRevoked(t)) => Ok(Some(Event::TokenRevoked { app_id: t.app_id, reason: t.reason })),
+            Some(Msg::TokenRevoked(t)) => Ok(Some(Event::TokenRevoked {
+                app_id: t.app_id,
+                reason: t.reason,
+            })),
             Some(Msg::Error(e)) => {
                 let err = ClientError::from_wire(e);
                 if is_fatal(&err) {
@@ -237,7 +253,9 @@ impl Listener {
             Seen::Acked => {
                 tracing::debug!(message_id = %n.message_id, "re-acking redelivered message");
                 let id = self.take_id();
-                let body = Body::Ack(AckRequest { message_ids: vec![n.message_id.clone()] });
+                let body = Body::Ack(AckRequest {
+                    message_ids: vec![n.message_id.clone()],
+                });
                 if let Some(conn) = self.conn.as_mut() {
                     // The AckOk comes back as a frame with this id and is
                     // ignored by `handle`. If sending fails, the connection is
@@ -274,7 +292,13 @@ impl Listener {
     async fn attach(&mut self) -> Result<(), ClientError> {
         let mut conn = Conn::open(&self.path).await?;
         let id = self.take_id();
-        conn.send(id, Body::Hello(Hello { app_id: self.app_id.clone() })).await?;
+        conn.send(
+            id,
+            Body::Hello(Hello {
+                app_id: self.app_id.clone(),
+            }),
+        )
+        .await?;
         loop {
             let msg = conn.recv().await?;
             if msg.request_id != id {
@@ -287,7 +311,11 @@ impl Listener {
                     break;
                 }
                 Some(Msg::Error(e)) => return Err(ClientError::from_wire(e)),
-                other => return Err(ClientError::Unexpected(format!("wanted HelloOk, got {other:?}"))),
+                other => {
+                    return Err(ClientError::Unexpected(format!(
+                        "wanted HelloOk, got {other:?}"
+                    )));
+                }
             }
         }
         self.conn = Some(conn);
@@ -302,8 +330,15 @@ impl Listener {
     fn lost(&mut self, err: &ClientError) {
         tracing::info!(app_id = %self.app_id, error = %err, "connection to syspushd lost");
         self.conn = None;
-        let stable = self.connected_at.take().is_some_and(|t| t.elapsed() >= BACKOFF_MAX);
-        self.delay = if stable { Duration::ZERO } else { next_delay(self.delay) };
+        let stable = self
+            .connected_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= BACKOFF_MAX);
+        self.delay = if stable {
+            Duration::ZERO
+        } else {
+            next_delay(self.delay)
+        };
     }
 
     fn take_id(&mut self) -> u64 {
@@ -317,17 +352,26 @@ impl Listener {
 fn is_fatal(err: &ClientError) -> bool {
     match err {
         ClientError::Daemon { code, .. } => {
-            matches!(code, ErrorCode::ErrorPermissionDenied | ErrorCode::ErrorBadRequest)
+            matches!(
+                code,
+                ErrorCode::ErrorPermissionDenied | ErrorCode::ErrorBadRequest
+            )
         }
         // The socket's directory or file is not accessible to this uid.
-        ClientError::Connect { source, .. } => source.kind() == std::io::ErrorKind::PermissionDenied,
+        ClientError::Connect { source, .. } => {
+            source.kind() == std::io::ErrorKind::PermissionDenied
+        }
         _ => false,
     }
 }
 
 /// 0 -> 50 ms -> 100 ms -> ... -> 2 s.
 fn next_delay(d: Duration) -> Duration {
-    if d.is_zero() { BACKOFF_MIN } else { (d * 2).min(BACKOFF_MAX) }
+    if d.is_zero() {
+        BACKOFF_MIN
+    } else {
+        (d * 2).min(BACKOFF_MAX)
+    }
 }
 
 #[cfg(test)]

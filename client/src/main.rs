@@ -52,7 +52,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the tokio runtime")),
     };
@@ -66,7 +69,10 @@ fn main() -> ExitCode {
 fn fail(e: &anyhow::Error) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "syspushctl: error: {e:#}");
     if let Some(ClientError::Connect { .. }) = e.downcast_ref::<ClientError>() {
-        let _ = writeln!(std::io::stderr(), "syspushctl: is syspushd running? (set --socket or SYSPUSH_SOCKET)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "syspushctl: is syspushd running? (set --socket or SYSPUSH_SOCKET)"
+        );
     }
     ExitCode::FAILURE
 }
@@ -98,7 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Event::Notification(d) => {
                         // Print and flush before acking: if we die in between,
                         // the message is redelivered rather than lost.
-                        writeln!(out, "{}", json::notification_json(&d)).context("writing to stdout")?;
+                        writeln!(out, "{}", json::notification_json(&d))
+                            .context("writing to stdout")?;
                         out.flush().context("writing to stdout")?;
                         let id = d.notification.map(|n| n.message_id).unwrap_or_default();
                         if !id.is_empty() {
@@ -107,7 +114,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         seen += 1;
                     }
                     Event::TokenRevoked { app_id, reason } => {
-                        let _ = writeln!(std::io::stderr(), "syspushctl: token of {app_id} revoked: {reason}");
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "syspushctl: token of {app_id} revoked: {reason}"
+                        );
                     }
                     _ => {}
                 }
