@@ -13,7 +13,7 @@ use syspush_client::{Client, ClientError, Event, Listener, default_socket_path, 
 
 /// Talk to the syspush daemon (syspushd) over its local socket.
 #[derive(Debug, Parser)]
-#[command(name = "syspushctl", version, about)]
+#[command(name = "syspushctl", version)]
 struct Cli {
     /// Daemon socket path [default: /run/syspush/syspushd.sock].
     #[arg(long, global = true, env = "SYSPUSH_SOCKET", value_name = "PATH")]
