@@ -387,3 +387,23 @@ async fn listener_does_not_retry_permission_denied() {
         guarded(async { tokio::join!(async { deny(fake.accept().await).await }, l.next()) }).await;
     assert!(res.unwrap_err().is_permission_denied());
 }
+
+#[tokio::test]
+async fn lazy_listener_waits_for_the_daemon_to_come_up() {
+    let mut fake = Fake::new();
+    fake.stop();
+    let mut l = Listener::new(&fake.path, "app");
+    let daemon = async {
+        // Let the listener fail its first attempt (no socket yet) and back off;
+        // whatever the interleaving, it must end up connected.
+        tokio::task::yield_now().await;
+        fake.restart();
+        let mut s = fake.accept().await;
+        hello(&mut s, "app", 1).await;
+        send(&mut s, 0, delivery("m1")).await;
+        s
+    };
+    let (_s, ev) = guarded(async { tokio::join!(daemon, l.next()) }).await;
+    assert_eq!(event_id(ev.unwrap()), "m1");
+    assert_eq!(l.reconnects(), 0);
+}
