@@ -5,7 +5,7 @@
 //! the connection goes away (daemon restart, crash, upgrade) it reconnects by
 //! itself with a bounded backoff, and the daemon then redelivers everything the
 //! app has not acked. To keep "each message once" for the app, the listener
-//! remembers the ids it handed out ([`SeenIds`](crate::dedup)):
+//! remembers the ids it handed out (`dedup::SeenIds`):
 //! - a redelivered id the app already acked is re-acked silently (the first ack
 //!   was lost, or the daemon crashed before committing it);
 //! - a redelivered id handed out but not yet acked is dropped (the app has it
@@ -56,7 +56,8 @@ pub enum Event {
     },
 }
 
-/// An app's subscription to its notifications. See the [module docs](self).
+/// An app's subscription to its notifications: Hello, automatic reconnect,
+/// and de-duplication of redeliveries, so the app sees each message once.
 #[derive(Debug)]
 pub struct Listener {
     path: PathBuf,
