@@ -1,1 +1,217 @@
-//! placeholder
+//! `syspush-gateway`: the reference push gateway.
+//!
+//! One HTTPS port (rustls with the ring provider) serves the device link
+//! (`GET /v1/device`, WebSocket, [`link`]) and the HTTP API app servers and
+//! devices call ([`api`]). State lives behind [`store::Store`] (redb by default,
+//! [`store_redb`]) and the device -> connection lookup behind
+//! [`registry::Registry`], so a clustered backend can replace either without
+//! touching the protocol. This module owns the server lifecycle: binding,
+//! accepting TLS connections, handing them to hyper, and graceful shutdown.
+//!
+//! The wire contract is `docs/contracts.md` ("Gateway").
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod ids;
+pub mod link;
+pub mod registry;
+pub mod store;
+pub mod store_redb;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+pub use config::Config;
+use registry::{MemoryRegistry, Registry};
+use store::{SharedStore, Store, StoreError};
+use store_redb::RedbStore;
+
+/// A client has this long to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... and this long to send a request's headers (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors starting a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every request handler and device session.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: SharedStore,
+    pub(crate) registry: Arc<dyn Registry>,
+    /// Flips to `true` when the gateway stops.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Every task that may touch the store holds a clone; [`Gateway::shutdown`]
+    /// waits until all are gone, so the store is closed when it returns.
+    pub(crate) alive: mpsc::Sender<()>,
+}
+
+impl Shared {
+    /// Runs a store call on the blocking pool, keeping the gateway "alive" until
+    /// it finishes even if the caller is cancelled.
+    pub(crate) async fn store<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        let alive = self.alive.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = f(store.as_ref());
+            // Drop the store before the liveness token (see `alive`).
+            drop(store);
+            drop(alive);
+            out
+        })
+        .await?
+    }
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    stopped: mpsc::Receiver<()>,
+}
+
+impl Gateway {
+    /// Opens the store in `config.data_dir`, loads the TLS files, binds
+    /// `config.listen` and starts serving on the current tokio runtime.
+    pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        let path = config.store_path();
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+            .await
+            .map_err(StoreError::from)??;
+        Self::start_with(config, Arc::new(store), Arc::new(MemoryRegistry::new())).await
+    }
+
+    /// Like [`Gateway::start`] with caller-provided backends (a clustered store or
+    /// registry). `config.data_dir` is not used.
+    pub async fn start_with(
+        config: Config,
+        store: SharedStore,
+        registry: Arc<dyn Registry>,
+    ) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        let tls = tls::server_config(&config.tls_cert, &config.tls_key)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| GatewayError::Bind { addr: config.listen, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| GatewayError::Bind { addr: config.listen, source })?;
+        let (stop, shutdown) = watch::channel(false);
+        let (alive, stopped) = mpsc::channel(1);
+        let shared = Arc::new(Shared { config, store, registry, shutdown, alive });
+        tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), shared));
+        tracing::info!(%local_addr, "gateway listening");
+        Ok(Gateway { local_addr, stop, stopped })
+    }
+
+    /// The bound address (the real port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, tells every device session to go away, finishes
+    /// in-flight requests, and returns once the store is closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        // Returns None once every holder of `alive` is gone.
+        let _ = self.stopped.recv().await;
+        tracing::info!("gateway stopped");
+    }
+}
+
+/// Resolves once the gateway is stopping (or its `Gateway` handle was dropped).
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send; drop it here.
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let router = api::router(Arc::clone(&shared));
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let conn = serve_connection(tcp, peer, acceptor.clone(), router.clone(), Arc::clone(&shared));
+                    tokio::spawn(conn);
+                }
+                Err(error) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = stopping(&mut shutdown) => break,
+        }
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    shared: Arc<Shared>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "tls handshake timed out");
+            return;
+        }
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router)).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut shutdown = shared.shutdown.clone();
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "http connection ended with an error");
+    }
+}

@@ -1,0 +1,177 @@
+//! The gateway's durable state, behind the [`Store`] trait.
+//!
+//! Owns the data model — devices and their credential hashes, apps with their
+//! API-key hashes and allowed classes, tokens, and the per-device message queue —
+//! but no storage engine: [`crate::store_redb`] is the embedded implementation.
+//! A clustered backend (Redis, NATS JetStream) implements the same trait without
+//! touching the protocol or the HTTP API.
+//!
+//! Every method is synchronous and may block on disk I/O (a commit is an fsync);
+//! async callers go through [`blocking`] so the runtime threads never stall.
+
+use std::sync::Arc;
+
+use syspush_proto::common::Notification;
+
+/// SHA-256 digest of a secret (device secret, app key). Secrets are never stored.
+pub type SecretHash = [u8; 32];
+
+/// Errors of a store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database (redb takes a file lock).
+    #[error("the store is in use by another process (is a gateway running on this data_dir?)")]
+    Locked,
+    /// The storage engine failed.
+    #[error("storage engine: {0}")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored record does not decode: the database is corrupt or from another version.
+    #[error("corrupt record in {table}: {detail}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// Creating the data directory failed.
+    #[error("data dir: {0}")]
+    Io(#[from] std::io::Error),
+    /// The blocking task running a store call panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Message classes, from the least to the most privileged.
+pub const CLASSES: [&str; 3] = ["operational", "important", "system"];
+
+/// An app that may send through the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppRecord {
+    /// The app id (e.g. `com.example.chat`).
+    pub app_id: String,
+    /// SHA-256 of its API key.
+    pub key_hash: SecretHash,
+    /// Classes it may send (names from [`CLASSES`]); "operational" is always allowed.
+    pub allowed_classes: Vec<String>,
+}
+
+impl AppRecord {
+    /// Whether the app may send messages of class `class` (a name from [`CLASSES`]).
+    pub fn allows(&self, class: &str) -> bool {
+        class == "operational" || self.allowed_classes.iter().any(|c| c == class)
+    }
+}
+
+/// Whether a token still routes messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// Sends are accepted.
+    Live,
+    /// Unregistered (logout) or revoked: sends answer 404.
+    Revoked,
+}
+
+/// What a token points at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    /// The device holding the token.
+    pub device_id: String,
+    /// The app it was issued for.
+    pub app_id: String,
+    /// Live or revoked.
+    pub state: TokenState,
+}
+
+/// One batch read from a device's queue by [`Store::read_after`].
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Unexpired messages in seq order.
+    pub messages: Vec<(u64, Notification)>,
+    /// Whether the queue may hold more after the last returned message.
+    pub more: bool,
+}
+
+/// The result of [`Store::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The per-device sequence assigned to the message.
+    pub seq: u64,
+    /// Seq of a pending message with the same collapse key that this one replaced.
+    pub replaced: Option<u64>,
+}
+
+/// Durable gateway state. See the module doc.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a device with its secret hash. Fails only on engine errors; ids are
+    /// random, so a collision is not expected (an existing id is overwritten).
+    fn create_device(&self, device_id: &str, secret_hash: &SecretHash) -> Result<(), StoreError>;
+
+    /// The secret hash of a device, `None` if unknown.
+    fn device_secret_hash(&self, device_id: &str) -> Result<Option<SecretHash>, StoreError>;
+
+    /// Creates or replaces an app. Replacing invalidates its previous key.
+    fn put_app(&self, app: &AppRecord) -> Result<(), StoreError>;
+
+    /// Looks an app up by id.
+    fn app(&self, app_id: &str) -> Result<Option<AppRecord>, StoreError>;
+
+    /// Looks an app up by the hash of its API key.
+    fn app_by_key_hash(&self, key_hash: &SecretHash) -> Result<Option<AppRecord>, StoreError>;
+
+    /// Returns the live token of (device, app) if there is one; otherwise stores
+    /// `candidate` as the live token and returns it. Idempotent register.
+    fn register_token(&self, device_id: &str, app_id: &str, candidate: &str) -> Result<String, StoreError>;
+
+    /// Revokes the live token of (device, app), if any, and drops the device's
+    /// queued messages for that app. Returns the revoked token.
+    fn revoke_token(&self, device_id: &str, app_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// What a token points at (live or revoked), `None` if never issued.
+    fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Durably appends a message to the device's queue under the next sequence
+    /// number (the `Notification` is stored as is). A non-empty `collapse_key`
+    /// replaces a pending message of the same app with the same key.
+    fn enqueue(&self, device_id: &str, notification: &Notification) -> Result<Enqueued, StoreError>;
+
+    /// Up to `limit` unexpired messages with seq > `after`, in order. Messages
+    /// that [`is_expired`] at `now_ms` are deleted instead of returned.
+    fn read_after(&self, device_id: &str, after: u64, limit: usize, now_ms: u64) -> Result<Batch, StoreError>;
+
+    /// Deletes every queued message of the device with seq <= `seq` (cumulative ack).
+    /// Returns how many were deleted.
+    fn ack(&self, device_id: &str, seq: u64) -> Result<usize, StoreError>;
+
+    /// The highest sequence ever assigned to the device (0 if none).
+    fn last_seq(&self, device_id: &str) -> Result<u64, StoreError>;
+
+    /// Number of messages queued for the device.
+    fn queue_len(&self, device_id: &str) -> Result<usize, StoreError>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// How long a ttl-0 ("now or never") message may stay queued: long enough for the
+/// connection that was live at send time to deliver it, no longer.
+pub const TTL0_GRACE_MS: u64 = 30_000;
+
+/// Whether a queued notification has expired at `now_ms`.
+pub fn is_expired(n: &Notification, now_ms: u64) -> bool {
+    if n.expires_at_ms == 0 {
+        return false;
+    }
+    let limit = if n.ttl == 0 { n.expires_at_ms.saturating_add(TTL0_GRACE_MS) } else { n.expires_at_ms };
+    now_ms > limit
+}
+
+/// Runs a store call on tokio's blocking pool (store calls fsync).
+pub async fn blocking<T, F>(store: &SharedStore, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(store.as_ref())).await?
+}

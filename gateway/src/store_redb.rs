@@ -1,0 +1,334 @@
+//! [`Store`] on redb, the embedded engine of a single-process gateway.
+//!
+//! Owns the table layout. Every mutating call is one write transaction committed
+//! with redb's default (immediate, fsync'd) durability before it returns, which
+//! is what lets the HTTP API answer 200 only for messages that survive a crash.
+//! Records that need more than one field are JSON; notifications are stored as
+//! their protobuf encoding so the link can send them without re-encoding rules.
+
+use std::path::Path;
+
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use syspush_proto::common::Notification;
+
+use crate::store::{
+    AppRecord, Batch, Enqueued, SecretHash, Store, StoreError, TokenRecord, TokenState, is_expired,
+};
+
+/// device_id -> SHA-256 of the device secret.
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// app_id -> JSON [`AppRecord`].
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+/// SHA-256 of an API key -> app_id.
+const APP_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("app_keys");
+/// token -> JSON [`TokenRecord`]. Revoked tokens stay so a send can tell "revoked".
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// (device_id, app_id) -> the live token.
+const LIVE_TOKENS: TableDefinition<(&str, &str), &str> = TableDefinition::new("live_tokens");
+/// (device_id, seq) -> protobuf `Notification`.
+const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// device_id -> highest seq assigned.
+const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
+/// (device_id, app_id, collapse_key) -> seq of the latest message with that key.
+/// Entries may point at already-acked seqs; removing a missing seq is harmless
+/// and seqs are never reused.
+const COLLAPSE: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("collapse");
+
+/// The redb-backed store.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+macro_rules! engine_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Engine(Box::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+engine_errors!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            other => StoreError::Engine(Box::new(redb::Error::from(other))),
+        }
+    }
+}
+
+fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt { table, detail: detail.to_string() }
+}
+
+fn decode_hash(table: &'static str, bytes: &[u8]) -> Result<SecretHash, StoreError> {
+    bytes.try_into().map_err(|_| corrupt(table, format!("hash of {} bytes", bytes.len())))
+}
+
+fn decode_notification(bytes: &[u8]) -> Result<Notification, StoreError> {
+    Notification::decode(bytes).map_err(|e| corrupt("queue", e))
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) the database at `path`, creating its parent
+    /// directory. Fails with [`StoreError::Locked`] if another process has it open.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let db = Database::create(path)?;
+        // Create every table up front so read transactions never see a missing one.
+        let txn = db.begin_write()?;
+        txn.open_table(DEVICES)?;
+        txn.open_table(APPS)?;
+        txn.open_table(APP_KEYS)?;
+        txn.open_table(TOKENS)?;
+        txn.open_table(LIVE_TOKENS)?;
+        txn.open_table(QUEUE)?;
+        txn.open_table(LAST_SEQ)?;
+        txn.open_table(COLLAPSE)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Deletes queued seqs of a device inside an open write transaction.
+    fn delete_seqs(txn: &redb::WriteTransaction, device_id: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut queue = txn.open_table(QUEUE)?;
+        for &seq in seqs {
+            queue.remove((device_id, seq))?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for RedbStore {
+    fn create_device(&self, device_id: &str, secret_hash: &SecretHash) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DEVICES)?.insert(device_id, secret_hash.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn device_secret_hash(&self, device_id: &str) -> Result<Option<SecretHash>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        let found = table.get(device_id)?;
+        found.map(|g| decode_hash("devices", g.value())).transpose()
+    }
+
+    fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(app).map_err(|e| corrupt("apps", e))?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut apps = txn.open_table(APPS)?;
+            let mut keys = txn.open_table(APP_KEYS)?;
+            // Replacing an app retires its old key.
+            let old = apps.insert(app.app_id.as_str(), json.as_slice())?.map(|g| g.value().to_vec());
+            if let Some(old) = old {
+                let old: AppRecord = serde_json::from_slice(&old).map_err(|e| corrupt("apps", e))?;
+                keys.remove(old.key_hash.as_slice())?;
+            }
+            keys.insert(app.key_hash.as_slice(), app.app_id.as_str())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn app(&self, app_id: &str) -> Result<Option<AppRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(APPS)?;
+        let found = table.get(app_id)?;
+        found.map(|g| serde_json::from_slice(g.value()).map_err(|e| corrupt("apps", e))).transpose()
+    }
+
+    fn app_by_key_hash(&self, key_hash: &SecretHash) -> Result<Option<AppRecord>, StoreError> {
+        let app_id = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(APP_KEYS)?;
+            let found = table.get(key_hash.as_slice())?;
+            match found {
+                Some(g) => g.value().to_owned(),
+                None => return Ok(None),
+            }
+        };
+        self.app(&app_id)
+    }
+
+    fn register_token(&self, device_id: &str, app_id: &str, candidate: &str) -> Result<String, StoreError> {
+        let txn = self.db.begin_write()?;
+        let token = {
+            let mut live = txn.open_table(LIVE_TOKENS)?;
+            let existing = live.get((device_id, app_id))?.map(|g| g.value().to_owned());
+            match existing {
+                Some(t) => t,
+                None => {
+                    let rec = TokenRecord {
+                        device_id: device_id.to_owned(),
+                        app_id: app_id.to_owned(),
+                        state: TokenState::Live,
+                    };
+                    let json = serde_json::to_vec(&rec).map_err(|e| corrupt("tokens", e))?;
+                    txn.open_table(TOKENS)?.insert(candidate, json.as_slice())?;
+                    live.insert((device_id, app_id), candidate)?;
+                    candidate.to_owned()
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(token)
+    }
+
+    fn revoke_token(&self, device_id: &str, app_id: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let revoked = {
+            let mut live = txn.open_table(LIVE_TOKENS)?;
+            let token = live.remove((device_id, app_id))?.map(|g| g.value().to_owned());
+            if let Some(token) = &token {
+                let rec = TokenRecord {
+                    device_id: device_id.to_owned(),
+                    app_id: app_id.to_owned(),
+                    state: TokenState::Revoked,
+                };
+                let json = serde_json::to_vec(&rec).map_err(|e| corrupt("tokens", e))?;
+                txn.open_table(TOKENS)?.insert(token.as_str(), json.as_slice())?;
+            }
+            // Drop the app's queued messages (whether or not a token was live: a
+            // message cannot outlive the registration it was sent to).
+            let mut doomed = Vec::new();
+            {
+                let queue = txn.open_table(QUEUE)?;
+                for entry in queue.range((device_id, 0)..=(device_id, u64::MAX))? {
+                    let (k, v) = entry?;
+                    if decode_notification(v.value())?.app_id == app_id {
+                        doomed.push(k.value().1);
+                    }
+                }
+            }
+            Self::delete_seqs(&txn, device_id, &doomed)?;
+            // Forget the app's collapse keys so the index does not grow with dead
+            // registrations. (A key starting with U+10FFFF escapes this range; such
+            // a straggler only points at a deleted seq, which is harmless.)
+            let mut collapse = txn.open_table(COLLAPSE)?;
+            collapse.retain_in((device_id, app_id, "")..(device_id, app_id, "\u{10FFFF}"), |_, _| false)?;
+            token
+        };
+        txn.commit()?;
+        Ok(revoked)
+    }
+
+    fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TOKENS)?;
+        let found = table.get(token)?;
+        found.map(|g| serde_json::from_slice(g.value()).map_err(|e| corrupt("tokens", e))).transpose()
+    }
+
+    fn enqueue(&self, device_id: &str, notification: &Notification) -> Result<Enqueued, StoreError> {
+        let bytes = notification.encode_to_vec();
+        let txn = self.db.begin_write()?;
+        let result = {
+            let mut last = txn.open_table(LAST_SEQ)?;
+            let seq = last.get(device_id)?.map(|g| g.value()).unwrap_or(0) + 1;
+            last.insert(device_id, seq)?;
+            let mut queue = txn.open_table(QUEUE)?;
+            let mut replaced = None;
+            if !notification.collapse_key.is_empty() {
+                let mut collapse = txn.open_table(COLLAPSE)?;
+                let key = (device_id, notification.app_id.as_str(), notification.collapse_key.as_str());
+                let old = collapse.insert(key, seq)?.map(|g| g.value());
+                if let Some(old) = old {
+                    if queue.remove((device_id, old))?.is_some() {
+                        replaced = Some(old);
+                    }
+                }
+            }
+            queue.insert((device_id, seq), bytes.as_slice())?;
+            Enqueued { seq, replaced }
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+
+    fn read_after(&self, device_id: &str, after: u64, limit: usize, now_ms: u64) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        let mut expired = Vec::new();
+        if after < u64::MAX {
+            let txn = self.db.begin_read()?;
+            let queue = txn.open_table(QUEUE)?;
+            for entry in queue.range((device_id, after + 1)..=(device_id, u64::MAX))? {
+                if batch.messages.len() >= limit {
+                    batch.more = true;
+                    break;
+                }
+                let (k, v) = entry?;
+                let seq = k.value().1;
+                let n = decode_notification(v.value())?;
+                if is_expired(&n, now_ms) {
+                    expired.push(seq);
+                } else {
+                    batch.messages.push((seq, n));
+                }
+            }
+        }
+        if !expired.is_empty() {
+            tracing::debug!(device_id, count = expired.len(), "dropping expired messages");
+            let txn = self.db.begin_write()?;
+            Self::delete_seqs(&txn, device_id, &expired)?;
+            txn.commit()?;
+        }
+        Ok(batch)
+    }
+
+    fn ack(&self, device_id: &str, seq: u64) -> Result<usize, StoreError> {
+        if seq == 0 {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut queue = txn.open_table(QUEUE)?;
+            for entry in queue.extract_from_if((device_id, 0)..=(device_id, seq), |_, _| true)? {
+                entry?;
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            // Nothing changed: skip the commit (and its fsync).
+            txn.abort()?;
+        } else {
+            txn.commit()?;
+        }
+        Ok(removed)
+    }
+
+    fn last_seq(&self, device_id: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LAST_SEQ)?;
+        Ok(table.get(device_id)?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    fn queue_len(&self, device_id: &str) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read()?;
+        let queue = txn.open_table(QUEUE)?;
+        let mut n = 0;
+        for entry in queue.range((device_id, 0)..=(device_id, u64::MAX))? {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
