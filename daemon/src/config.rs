@@ -1,0 +1,437 @@
+//! The daemon's configuration: the TOML file of `docs/contracts.md`, parsed
+//! strictly (unknown keys are errors, so a typo never silently falls back to a
+//! default), with relative paths resolved against the file's directory and
+//! every value checked up front so that `--check-config` catches what would
+//! otherwise fail at 3 a.m. on a device.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default config file for a system install.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/syspush/syspushd.toml";
+/// Default rate limit of an app's wake command, seconds.
+pub const DEFAULT_WAKE_MIN_INTERVAL_S: u64 = 30;
+
+/// Errors loading or validating a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, a wrong type, or an unknown key.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message names the line and key.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// `gateway` is not a usable https URL.
+    #[error("invalid gateway URL {url:?}: {reason}")]
+    Gateway {
+        /// The configured value.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `ca_file` cannot be read.
+    #[error("cannot read ca_file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `ca_file` holds no PEM certificate.
+    #[error("ca_file {path} contains no PEM certificate")]
+    CaFileEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Any other invalid value.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// A secret string: never shown by `Debug`, redacted by [`Config::to_toml_redacted`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// The daemon configuration (see `docs/contracts.md`, "Daemon / Config").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Gateway base URL, `https://HOST[:PORT]`; the link goes to `wss://HOST:PORT/v1/device`.
+    pub gateway: String,
+    /// Custom CA (PEM) for the gateway; built-in web roots otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Presented once to `POST /v1/devices` when no credentials are stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_key: Option<Secret>,
+    /// Given credentials (instead of enrollment); needs `device_secret` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Secret for `device_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_secret: Option<Secret>,
+    /// Directory of the redb store (`state_dir/syspushd.redb`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The app socket.
+    #[serde(default = "default_socket_path")]
+    pub socket_path: PathBuf,
+    /// Heartbeat interval, seconds (clamped to the gateway's bounds).
+    #[serde(default = "default_heartbeat_s")]
+    pub heartbeat_s: u32,
+    /// How long to wait for an answer to a heartbeat, seconds.
+    #[serde(default = "default_pong_timeout_s")]
+    pub pong_timeout_s: u32,
+    /// Apps and the uids allowed to act for them.
+    #[serde(default, rename = "app", skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppConfig>,
+}
+
+/// One `[[app]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// App id (as the gateway knows it).
+    pub id: String,
+    /// Uids allowed to act for this app (root always may).
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    /// Program and arguments run when a message waits and the app is not connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_command: Option<Vec<String>>,
+    /// Minimum seconds between two runs of the wake command.
+    #[serde(default = "default_wake_min_interval_s")]
+    pub wake_min_interval_s: u64,
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "syspush")
+}
+
+fn default_state_dir() -> PathBuf {
+    if !is_root() {
+        if let Some(d) = project_dirs() {
+            return d.data_dir().to_path_buf();
+        }
+    }
+    PathBuf::from("/var/lib/syspush")
+}
+
+fn default_socket_path() -> PathBuf {
+    if !is_root() {
+        if let Some(dir) = project_dirs().and_then(|d| d.runtime_dir().map(Path::to_path_buf)) {
+            return dir.join("syspushd.sock");
+        }
+    }
+    PathBuf::from("/run/syspush/syspushd.sock")
+}
+
+fn default_heartbeat_s() -> u32 {
+    270
+}
+
+fn default_pong_timeout_s() -> u32 {
+    10
+}
+
+fn default_wake_min_interval_s() -> u64 {
+    DEFAULT_WAKE_MIN_INTERVAL_S
+}
+
+/// The config file used when none is given: the system path, or for a
+/// non-root user without it, the per-user config dir.
+pub fn default_config_path() -> PathBuf {
+    let system = PathBuf::from(DEFAULT_CONFIG_PATH);
+    if is_root() || system.exists() {
+        return system;
+    }
+    project_dirs().map(|d| d.config_dir().join("syspushd.toml")).unwrap_or(system)
+}
+
+/// Where the link connects, parsed from `gateway`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP literal (no brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// `host:port` with IPv6 literals bracketed.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses a gateway base URL.
+pub fn parse_gateway(url: &str) -> Result<Endpoint, ConfigError> {
+    let bad = |reason: &str| ConfigError::Gateway { url: url.to_string(), reason: reason.to_string() };
+    let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some(other) => return Err(bad(&format!("scheme must be https, not {other}"))),
+        None => return Err(bad("missing scheme (expected https://HOST[:PORT])")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("user info is not allowed"));
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("must be a base URL without path or query (the link uses /v1/device)"));
+    }
+    Ok(Endpoint { host, port: authority.port_u16().unwrap_or(443) })
+}
+
+impl Config {
+    /// Reads, parses and validates a config file (no network).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(e) })?;
+        cfg.resolve_paths(&base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text; relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), source: Box::new(e) })?;
+        cfg.resolve_paths(base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(ca) = self.ca_file.as_mut() {
+            fix(ca);
+        }
+        fix(&mut self.state_dir);
+        fix(&mut self.socket_path);
+    }
+
+    /// Checks every value; the error says which and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_gateway(&self.gateway)?;
+        if let Some(ca) = &self.ca_file {
+            crate::tls::load_ca(ca)?;
+        }
+        match (&self.device_id, &self.device_secret) {
+            (Some(id), Some(secret)) if id.is_empty() || secret.expose().is_empty() => {
+                return Err(ConfigError::Invalid("device_id and device_secret must not be empty".into()));
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid("device_id and device_secret must be given together".into()));
+            }
+            _ => {}
+        }
+        if self.enrollment_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
+            return Err(ConfigError::Invalid("enrollment_key must not be empty".into()));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid("state_dir must not be empty".into()));
+        }
+        if self.socket_path.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid("socket_path must not be empty".into()));
+        }
+        // sun_path holds 108 bytes including the NUL.
+        if self.socket_path.as_os_str().len() > 107 {
+            return Err(ConfigError::Invalid(format!(
+                "socket_path {} is longer than the 107 bytes a Unix socket path may have",
+                self.socket_path.display()
+            )));
+        }
+        if !(1..=86_400).contains(&self.heartbeat_s) {
+            return Err(ConfigError::Invalid(format!("heartbeat_s = {} is not in 1..=86400", self.heartbeat_s)));
+        }
+        if !(1..=600).contains(&self.pong_timeout_s) {
+            return Err(ConfigError::Invalid(format!("pong_timeout_s = {} is not in 1..=600", self.pong_timeout_s)));
+        }
+        let mut seen = HashSet::new();
+        for app in &self.apps {
+            if app.id.is_empty() || app.id.len() > 255 || app.id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(ConfigError::Invalid(format!("app id {:?} must be 1-255 printable characters", app.id)));
+            }
+            if !seen.insert(app.id.as_str()) {
+                return Err(ConfigError::Invalid(format!("app {:?} is listed twice", app.id)));
+            }
+            if let Some(cmd) = &app.wake_command {
+                if cmd.is_empty() || cmd[0].is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "app {:?}: wake_command must name a program",
+                        app.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateway endpoint (validated at load time).
+    pub fn endpoint(&self) -> Result<Endpoint, ConfigError> {
+        parse_gateway(&self.gateway)
+    }
+
+    /// Path of the redb store.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("syspushd.redb")
+    }
+
+    /// The effective config as TOML, with secrets replaced by `<redacted>`.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut c = self.clone();
+        let redact = |s: &mut Option<Secret>| {
+            if s.is_some() {
+                *s = Some(Secret::new("<redacted>"));
+            }
+        };
+        redact(&mut c.enrollment_key);
+        redact(&mut c.device_secret);
+        // Serializing plain strings, paths and integers cannot fail.
+        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/syspush"))
+    }
+
+    const MIN: &str = "gateway = \"https://127.0.0.1:8443\"\nenrollment_key = \"k\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MIN).expect("valid");
+        assert_eq!(c.heartbeat_s, 270);
+        assert_eq!(c.pong_timeout_s, 10);
+        assert_eq!(c.endpoint().expect("endpoint"), Endpoint { host: "127.0.0.1".into(), port: 8443 });
+        assert!(c.apps.is_empty());
+    }
+
+    #[test]
+    fn full_config_round_trips_and_resolves_relative_paths() {
+        let text = format!(
+            "{MIN}state_dir = \"state\"\nsocket_path = \"/run/x.sock\"\nheartbeat_s = 300\n\
+             [[app]]\nid = \"com.example.chat\"\nuids = [1000, 1001]\nwake_command = [\"/bin/true\"]\n\
+             [[app]]\nid = \"b\"\n"
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.state_dir, PathBuf::from("/etc/syspush/state"));
+        assert_eq!(c.apps[0].uids, vec![1000, 1001]);
+        assert_eq!(c.apps[0].wake_min_interval_s, 30);
+        let printed = c.to_toml_redacted();
+        assert!(printed.contains("<redacted>") && !printed.contains("\"k\""), "{printed}");
+        let again: Config = toml::from_str(&printed).expect("printed config parses");
+        assert_eq!(again.apps, c.apps);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = parse(&format!("{MIN}heartbeat = 5\n")).expect_err("typo");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = parse(&format!("{MIN}[[app]]\nid = \"a\"\nuid = [1]\n")).expect_err("typo");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_have_clear_errors() {
+        let cases = [
+            ("gateway = \"http://x\"\n", "scheme must be https"),
+            ("gateway = \"x\"\n", "gateway"),
+            ("gateway = \"https://x/api\"\n", "without path"),
+            ("gateway = \"https://h\"\ndevice_id = \"d\"\n", "together"),
+            (&format!("{MIN}heartbeat_s = 0\n"), "heartbeat_s"),
+            (&format!("{MIN}pong_timeout_s = 0\n"), "pong_timeout_s"),
+            (&format!("{MIN}[[app]]\nid = \"a\"\n[[app]]\nid = \"a\"\n"), "twice"),
+            (&format!("{MIN}[[app]]\nid = \"a\"\nwake_command = []\n"), "wake_command"),
+            (&format!("{MIN}ca_file = \"/nonexistent/ca.pem\"\n"), "cannot read ca_file"),
+            (&format!("{MIN}heartbeat_s = \"often\"\n"), "invalid type"),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").expect("write");
+        let e = parse(&format!("{MIN}ca_file = \"{}\"\n", ca.display())).expect_err("empty");
+        assert!(matches!(e, ConfigError::CaFileEmpty { .. }), "{e}");
+    }
+
+    #[test]
+    fn gateway_url_forms() {
+        assert_eq!(parse_gateway("https://example.com").expect("ok").port, 443);
+        assert_eq!(parse_gateway("https://example.com/").expect("ok").host, "example.com");
+        let v6 = parse_gateway("https://[::1]:9000").expect("ok");
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 9000));
+        assert_eq!(v6.authority(), "[::1]:9000");
+    }
+
+    #[test]
+    fn load_reports_missing_file() {
+        let e = Config::load("/nonexistent/syspushd.toml").expect_err("missing");
+        assert!(matches!(e, ConfigError::Read { .. }));
+    }
+}
