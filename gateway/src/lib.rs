@@ -18,6 +18,8 @@ pub mod link;
 pub mod registry;
 pub mod store;
 pub mod store_redb;
+#[cfg(test)]
+mod store_tests;
 pub mod tls;
 
 use std::net::SocketAddr;
