@@ -321,11 +321,16 @@ impl Session {
         match body {
             Body::Ack(ack) => self.on_ack(ack.seq).await?,
             Body::Ping(ping) => {
-                self.link.send(Body::Pong(device::Pong { nonce: ping.nonce })).await?;
-                // A heartbeat: the radio is up, deliver what was held.
+                // A heartbeat: the radio is up, so deliver everything waiting —
+                // held messages and any poke not yet looked at — before the Pong,
+                // and the exchange stays one burst.
+                while let Ok(Poke::Message { .. }) = self.pokes.try_recv() {
+                    self.pending = true;
+                }
                 if self.pending {
                     self.flush().await?;
                 }
+                self.link.send(Body::Pong(device::Pong { nonce: ping.nonce })).await?;
             }
             Body::SetIdle(set) => {
                 self.idle = set.idle;
