@@ -5,3 +5,7 @@ pub mod config;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod hub;
+pub mod notify;
+pub mod policy;
+pub mod wake;
