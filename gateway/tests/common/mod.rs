@@ -185,6 +185,18 @@ impl DeviceLink {
         }
     }
 
+    /// A ClientHello with arbitrary credentials and version (no answer read).
+    pub async fn hello_raw(&mut self, device_id: &str, secret: &str, protocol_version: u32) {
+        self.send(Body::ClientHello(device::ClientHello {
+            device_id: device_id.into(),
+            secret: secret.into(),
+            protocol_version,
+            last_committed_seq: 0,
+            idle: false,
+        }))
+        .await;
+    }
+
     pub async fn register(&mut self, request_id: u64, app_id: &str) -> String {
         self.send(Body::Register(device::Register { request_id, app_id: app_id.into() })).await;
         match self.body().await {
