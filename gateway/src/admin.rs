@@ -35,7 +35,11 @@ pub enum AdminError {
 ///
 /// `allowed_classes` names the classes the app may send besides "operational",
 /// which every app may send: e.g. `["system", "important"]`.
-pub fn add_app(config: &Config, app_id: &str, allowed_classes: &[String]) -> Result<String, AdminError> {
+pub fn add_app(
+    config: &Config,
+    app_id: &str,
+    allowed_classes: &[String],
+) -> Result<String, AdminError> {
     validate_app_id(app_id)?;
     let mut classes: Vec<String> = Vec::new();
     for class in allowed_classes {
@@ -64,5 +68,9 @@ pub fn validate_app_id(app_id: &str) -> Result<(), AdminError> {
     let ok = !app_id.is_empty()
         && app_id.len() <= MAX_APP_ID_LEN
         && !app_id.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok { Ok(()) } else { Err(AdminError::InvalidAppId(app_id.to_owned())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::InvalidAppId(app_id.to_owned()))
+    }
 }

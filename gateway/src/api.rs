@@ -86,7 +86,10 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }
@@ -98,7 +101,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/devices", post(enroll))
         .route("/v1/messages", post(send))
         .route("/v1/device", get(crate::link::upgrade))
-        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -109,7 +115,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Turns the body extractor's rejection into our JSON errors.
@@ -124,7 +133,10 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// `POST /v1/devices`: enrolls a device with the shared enrollment key.
-async fn enroll(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn enroll(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let presented = bearer(&headers).ok_or(ApiError::Unauthorized)?;
     let expected = ids::hash_secret(&shared.config.enrollment_key);
     if !ids::hashes_equal(&ids::hash_secret(presented), &expected) {
@@ -136,7 +148,11 @@ async fn enroll(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result
     let id = device_id.clone();
     shared.store(move |s| s.create_device(&id, &hash)).await?;
     tracing::info!(device_id, "device enrolled");
-    Ok((StatusCode::CREATED, axum::Json(json!({ "device_id": device_id, "secret": secret }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "device_id": device_id, "secret": secret })),
+    )
+        .into_response())
 }
 
 /// JSON body of `POST /v1/messages`. `null` is accepted wherever a field is optional.
@@ -207,16 +223,23 @@ async fn send(
     // Authenticate before looking at the body.
     let key = bearer(&headers).ok_or(ApiError::Unauthorized)?;
     let key_hash = ids::hash_secret(key);
-    let app = shared.store(move |s| s.app_by_key_hash(&key_hash)).await?.ok_or(ApiError::Unauthorized)?;
+    let app = shared
+        .store(move |s| s.app_by_key_hash(&key_hash))
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
 
     let raw = body(raw)?;
-    let req: SendRequest =
-        serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest(format!("invalid message: {e}")))?;
+    let req: SendRequest = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid message: {e}")))?;
     let (token, mut n) = notification(req)?;
 
     let class = ClassJson::from_proto(n.class);
     if !app.allows(class.name()) {
-        return Err(ApiError::Forbidden(format!("app {} may not send class {}", app.app_id, class.name())));
+        return Err(ApiError::Forbidden(format!(
+            "app {} may not send class {}",
+            app.app_id,
+            class.name()
+        )));
     }
     let record = shared.store(move |s| s.token(&token)).await?;
     let record = match record {
@@ -263,12 +286,21 @@ fn notification(req: SendRequest) -> Result<(String, Notification), ApiError> {
             "title + desc + ext + data is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit"
         )));
     }
-    let sender = req.sender.map(|s| Sender { id: s.id.unwrap_or_default(), nickname: s.nickname.unwrap_or_default() });
+    let sender = req.sender.map(|s| Sender {
+        id: s.id.unwrap_or_default(),
+        nickname: s.nickname.unwrap_or_default(),
+    });
     // An empty title shows who sent it: the nickname, else the sender id.
     let title = if title.is_empty() {
         sender
             .as_ref()
-            .map(|s| if s.nickname.is_empty() { s.id.clone() } else { s.nickname.clone() })
+            .map(|s| {
+                if s.nickname.is_empty() {
+                    s.id.clone()
+                } else {
+                    s.nickname.clone()
+                }
+            })
             .unwrap_or_default()
     } else {
         title
@@ -314,13 +346,23 @@ pub(crate) async fn accept(
     let high_priority = n.priority == Priority::High as i32;
 
     if n.ttl == 0 && !shared.registry.is_connected(device_id) {
-        tracing::debug!(device_id, app_id, message_id, "ttl 0 and device offline: dropped");
-        return Ok(axum::Json(json!({ "message_id": message_id, "dropped": "device offline" })).into_response());
+        tracing::debug!(
+            device_id,
+            app_id,
+            message_id,
+            "ttl 0 and device offline: dropped"
+        );
+        return Ok(
+            axum::Json(json!({ "message_id": message_id, "dropped": "device offline" }))
+                .into_response(),
+        );
     }
     let stored = n.clone();
     let device = device_id.to_owned();
     let enqueued = shared.store(move |s| s.enqueue(&device, &stored)).await?;
-    let poked = shared.registry.poke(device_id, Poke::Message { high_priority });
+    let poked = shared
+        .registry
+        .poke(device_id, Poke::Message { high_priority });
     tracing::info!(
         device_id,
         app_id,
@@ -360,11 +402,23 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(req(r#"{"token":"t","ttl":2419201}"#), Err(ApiError::BadRequest(_))));
-        assert!(matches!(req(r#"{"token":"t","data":"!!"}"#), Err(ApiError::BadRequest(_))));
-        assert!(matches!(req(r#"{"token":""}"#), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            req(r#"{"token":"t","ttl":2419201}"#),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            req(r#"{"token":"t","data":"!!"}"#),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            req(r#"{"token":""}"#),
+            Err(ApiError::BadRequest(_))
+        ));
         let big = "x".repeat(MAX_PAYLOAD_BYTES + 1);
-        assert!(matches!(req(&format!(r#"{{"token":"t","desc":"{big}"}}"#)), Err(ApiError::TooLarge(_))));
+        assert!(matches!(
+            req(&format!(r#"{{"token":"t","desc":"{big}"}}"#)),
+            Err(ApiError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -74,19 +74,26 @@ impl Config {
     /// resolved against the file's directory.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::from_toml(&text, base).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
             other => other,
         })
     }
 
     /// Parses `text`; relative paths are resolved against `base_dir`.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: PathBuf::from("<string>"), source })?;
+        let mut cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::from("<string>"),
+            source,
+        })?;
         cfg.data_dir = resolve(base_dir, &cfg.data_dir);
         cfg.tls_cert = resolve(base_dir, &cfg.tls_cert);
         cfg.tls_key = resolve(base_dir, &cfg.tls_key);
@@ -97,7 +104,9 @@ impl Config {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.enrollment_key.is_empty() {
-            return Err(ConfigError::Invalid("enrollment_key must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "enrollment_key must not be empty".into(),
+            ));
         }
         if self.heartbeat_min_s == 0 || self.heartbeat_min_s > self.heartbeat_max_s {
             return Err(ConfigError::Invalid(format!(
@@ -115,7 +124,11 @@ impl Config {
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_owned() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
 }
 
 #[cfg(test)]
@@ -142,12 +155,18 @@ enrollment_key = "k"
     #[test]
     fn unknown_key_rejected() {
         let text = format!("{MINIMAL}\nbogus = 1\n");
-        assert!(matches!(Config::from_toml(&text, Path::new("/")), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::from_toml(&text, Path::new("/")),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]
     fn bad_bounds_rejected() {
         let text = format!("{MINIMAL}\nheartbeat_min_s = 100\nheartbeat_max_s = 10\n");
-        assert!(matches!(Config::from_toml(&text, Path::new("/")), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            Config::from_toml(&text, Path::new("/")),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 }

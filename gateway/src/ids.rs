@@ -23,7 +23,9 @@ pub struct RandomError;
 /// `n` random bytes as URL-safe unpadded base64.
 pub fn random_text(n: usize) -> Result<String, RandomError> {
     let mut buf = vec![0u8; n];
-    SystemRandom::new().fill(&mut buf).map_err(|_| RandomError)?;
+    SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| RandomError)?;
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
@@ -48,7 +50,10 @@ pub fn hash_secret(secret: &str) -> SecretHash {
 /// Compares two hashes without an early exit, so timing does not reveal how
 /// many leading bytes matched.
 pub fn hashes_equal(a: &SecretHash, b: &SecretHash) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Unix milliseconds now (0 if the clock is before 1970).
@@ -67,7 +72,10 @@ mod tests {
     fn ids_are_url_safe_and_sized() {
         let id = new_id().expect("rng");
         assert_eq!(id.len(), 22);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_eq!(new_secret().expect("rng").len(), 43);
         assert_ne!(new_id().expect("rng"), id);
     }

@@ -127,17 +127,33 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         config.validate()?;
         let tls = tls::server_config(&config.tls_cert, &config.tls_key)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| GatewayError::Bind { addr: config.listen, source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| GatewayError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (stop, shutdown) = watch::channel(false);
         let (alive, stopped) = mpsc::channel(1);
-        let shared = Arc::new(Shared { config, store, registry, shutdown, alive });
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            registry,
+            shutdown,
+            alive,
+        });
         tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), shared));
         tracing::info!(%local_addr, "gateway listening");
-        Ok(Gateway { local_addr, stop, stopped })
+        Ok(Gateway {
+            local_addr,
+            stop,
+            stopped,
+        })
     }
 
     /// The bound address (the real port when `listen` had port 0).
@@ -202,8 +218,12 @@ async fn serve_connection(
         }
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router)).with_upgrades();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder
+        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut shutdown = shared.shutdown.clone();
     let result = tokio::select! {

@@ -71,7 +71,8 @@ pub(crate) async fn upgrade(
             .max_frame_size(WS_MAX_MESSAGE)
             .on_upgrade(move |socket| run(shared, socket)),
         Err(rejection) => {
-            let body = serde_json::json!({ "error": format!("websocket upgrade required: {rejection}") });
+            let body =
+                serde_json::json!({ "error": format!("websocket upgrade required: {rejection}") });
             (rejection.status(), axum::Json(body)).into_response()
         }
     }
@@ -84,7 +85,11 @@ enum Next {
 }
 
 async fn run(shared: Arc<Shared>, socket: WebSocket) {
-    let mut link = Link { socket, shared, device_id: String::new() };
+    let mut link = Link {
+        socket,
+        shared,
+        device_id: String::new(),
+    };
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, link.read_frame()).await {
         Err(_) => {
             tracing::debug!("no ClientHello in time");
@@ -95,18 +100,29 @@ async fn run(shared: Arc<Shared>, socket: WebSocket) {
         Ok(Err(error)) => return link.fail(error).await,
     };
     let Some(Body::ClientHello(hello)) = hello.body else {
-        return link.fail(LinkError::Unexpected("a frame other than ClientHello first")).await;
+        return link
+            .fail(LinkError::Unexpected(
+                "a frame other than ClientHello first",
+            ))
+            .await;
     };
     if hello.protocol_version != PROTOCOL_VERSION {
-        let msg = format!("protocol version {} unsupported; this gateway speaks {PROTOCOL_VERSION}", hello.protocol_version);
-        let _ = link.send_error(ErrorCode::ErrorUnsupportedVersion, &msg, 0).await;
+        let msg = format!(
+            "protocol version {} unsupported; this gateway speaks {PROTOCOL_VERSION}",
+            hello.protocol_version
+        );
+        let _ = link
+            .send_error(ErrorCode::ErrorUnsupportedVersion, &msg, 0)
+            .await;
         return link.close().await;
     }
     match authenticate(&link.shared, &hello).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(device_id = %hello.device_id, "device authentication failed");
-            let _ = link.send_error(ErrorCode::ErrorUnauthenticated, "bad device credentials", 0).await;
+            let _ = link
+                .send_error(ErrorCode::ErrorUnauthenticated, "bad device credentials", 0)
+                .await;
             return link.close().await;
         }
         Err(error) => return link.fail(error).await,
@@ -119,7 +135,11 @@ async fn run(shared: Arc<Shared>, socket: WebSocket) {
     let (pokes_tx, pokes) = mpsc::channel(POKE_CAPACITY);
     let replaced = Arc::new(Notify::new());
     let generation = registry.next_generation();
-    let handle = ConnHandle { generation, pokes: pokes_tx, replaced: Arc::clone(&replaced) };
+    let handle = ConnHandle {
+        generation,
+        pokes: pokes_tx,
+        replaced: Arc::clone(&replaced),
+    };
     if let Claim::Superseded = registry.claim(&link.device_id, handle) {
         let _ = link.go_away("replaced").await;
         return link.close().await;
@@ -160,7 +180,9 @@ impl Link {
                 None | Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Err(error)) => return Err(LinkError::Ws(error)),
                 Some(Ok(Message::Binary(bytes))) => {
-                    return device_codec::decode(&bytes).map(Some).map_err(LinkError::BadFrame);
+                    return device_codec::decode(&bytes)
+                        .map(Some)
+                        .map_err(LinkError::BadFrame);
                 }
                 Some(Ok(Message::Text(_))) => return Err(LinkError::Unexpected("a text message")),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -170,16 +192,32 @@ impl Link {
 
     async fn send(&mut self, body: Body) -> Result<(), LinkError> {
         let bytes = device_codec::encode(&device_codec::frame(body)).map_err(LinkError::Encode)?;
-        self.socket.send(Message::Binary(bytes.into())).await.map_err(LinkError::Ws)
+        self.socket
+            .send(Message::Binary(bytes.into()))
+            .await
+            .map_err(LinkError::Ws)
     }
 
-    async fn send_error(&mut self, code: ErrorCode, message: &str, request_id: u64) -> Result<(), LinkError> {
-        let body = Body::Error(device::Error { code: code as i32, message: message.to_owned(), request_id });
+    async fn send_error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        request_id: u64,
+    ) -> Result<(), LinkError> {
+        let body = Body::Error(device::Error {
+            code: code as i32,
+            message: message.to_owned(),
+            request_id,
+        });
         self.send(body).await
     }
 
     async fn go_away(&mut self, reason: &str) -> Result<(), LinkError> {
-        self.send(Body::Goaway(device::GoAway { reason: reason.to_owned(), retry_after_s: 0 })).await
+        self.send(Body::Goaway(device::GoAway {
+            reason: reason.to_owned(),
+            retry_after_s: 0,
+        }))
+        .await
     }
 
     /// Best-effort close handshake; the connection is dropped afterwards anyway.
@@ -193,23 +231,28 @@ impl Link {
         match &error {
             LinkError::BadFrame(_) | LinkError::Unexpected(_) => {
                 tracing::info!(device_id = %self.device_id, %error, "closing link: bad frame");
-                let _ = self.send_error(ErrorCode::ErrorBadFrame, &error.to_string(), 0).await;
+                let _ = self
+                    .send_error(ErrorCode::ErrorBadFrame, &error.to_string(), 0)
+                    .await;
             }
             LinkError::Ws(_) => {
                 // Usually the connection is gone and this send fails silently;
                 // when the peer exceeded the WebSocket size cap it is still up
                 // and deserves the protocol's answer.
                 tracing::debug!(device_id = %self.device_id, %error, "link dropped");
-                let _ = self.send_error(ErrorCode::ErrorBadFrame, &error.to_string(), 0).await;
+                let _ = self
+                    .send_error(ErrorCode::ErrorBadFrame, &error.to_string(), 0)
+                    .await;
             }
             LinkError::Store(_) | LinkError::Random(_) | LinkError::Encode(_) => {
                 tracing::error!(device_id = %self.device_id, %error, "closing link: internal error");
-                let _ = self.send_error(ErrorCode::ErrorInternal, "internal error", 0).await;
+                let _ = self
+                    .send_error(ErrorCode::ErrorInternal, "internal error", 0)
+                    .await;
             }
         }
         self.close().await
     }
-
 }
 
 /// Checks the hello's credentials against the stored secret hash.
@@ -218,7 +261,9 @@ async fn authenticate(shared: &Shared, hello: &device::ClientHello) -> Result<bo
         return Ok(false);
     }
     let device_id = hello.device_id.clone();
-    let stored = shared.store(move |s| s.device_secret_hash(&device_id)).await?;
+    let stored = shared
+        .store(move |s| s.device_secret_hash(&device_id))
+        .await?;
     Ok(stored.is_some_and(|h| ids::hashes_equal(&h, &ids::hash_secret(&hello.secret))))
 }
 
@@ -271,7 +316,8 @@ impl Session {
         self.flush().await?;
 
         // A silent peer (NAT dropped the mapping) is given up after this long.
-        let max_silence = Duration::from_secs(u64::from(shared.config.heartbeat_max_s) * 3 / 2 + 30);
+        let max_silence =
+            Duration::from_secs(u64::from(shared.config.heartbeat_max_s) * 3 / 2 + 30);
         let mut deadline = Instant::now() + max_silence;
         let mut shutdown = shared.shutdown.clone();
         let mut pokes_open = true;
@@ -317,7 +363,9 @@ impl Session {
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Result<Next, LinkError> {
-        let Some(body) = frame.body else { return Err(LinkError::Unexpected("an empty frame")) };
+        let Some(body) = frame.body else {
+            return Err(LinkError::Unexpected("an empty frame"));
+        };
         match body {
             Body::Ack(ack) => self.on_ack(ack.seq).await?,
             Body::Ping(ping) => {
@@ -330,7 +378,9 @@ impl Session {
                 if self.pending {
                     self.flush().await?;
                 }
-                self.link.send(Body::Pong(device::Pong { nonce: ping.nonce })).await?;
+                self.link
+                    .send(Body::Pong(device::Pong { nonce: ping.nonce }))
+                    .await?;
             }
             Body::SetIdle(set) => {
                 self.idle = set.idle;
@@ -385,13 +435,22 @@ impl Session {
         while self.pending && self.in_flight.len() < WINDOW {
             let room = WINDOW - self.in_flight.len();
             let (id, after) = (self.link.device_id.clone(), self.cursor);
-            let batch = self.link.shared.store(move |s| s.read_after(&id, after, room, ids::now_ms())).await?;
+            let batch = self
+                .link
+                .shared
+                .store(move |s| s.read_after(&id, after, room, ids::now_ms()))
+                .await?;
             self.pending = batch.more;
             for (seq, notification) in batch.messages {
                 self.cursor = seq;
                 self.in_flight.push_back(seq);
                 let message_id = notification.message_id.clone();
-                self.link.send(Body::Deliver(device::Deliver { seq, notification: Some(notification) })).await?;
+                self.link
+                    .send(Body::Deliver(device::Deliver {
+                        seq,
+                        notification: Some(notification),
+                    }))
+                    .await?;
                 tracing::debug!(device_id = %self.link.device_id, seq, message_id, "delivered");
             }
         }
@@ -412,31 +471,49 @@ impl Session {
         match result {
             Ok(Some(token)) => {
                 tracing::info!(device_id = %self.link.device_id, app_id = %req.app_id, "registered");
-                let reply = device::Registered { request_id: req.request_id, app_id: req.app_id, token };
+                let reply = device::Registered {
+                    request_id: req.request_id,
+                    app_id: req.app_id,
+                    token,
+                };
                 self.link.send(Body::Registered(reply)).await
             }
             Ok(None) => {
                 let msg = format!("unknown app {:?}", req.app_id);
-                self.link.send_error(ErrorCode::ErrorBadRequest, &msg, req.request_id).await
+                self.link
+                    .send_error(ErrorCode::ErrorBadRequest, &msg, req.request_id)
+                    .await
             }
             Err(error) => {
                 tracing::error!(device_id = %self.link.device_id, %error, "register failed");
-                self.link.send_error(ErrorCode::ErrorInternal, "internal error", req.request_id).await
+                self.link
+                    .send_error(ErrorCode::ErrorInternal, "internal error", req.request_id)
+                    .await
             }
         }
     }
 
     async fn on_unregister(&mut self, req: device::Unregister) -> Result<(), LinkError> {
         let (device_id, app_id) = (self.link.device_id.clone(), req.app_id.clone());
-        match self.link.shared.store(move |s| s.revoke_token(&device_id, &app_id)).await {
+        match self
+            .link
+            .shared
+            .store(move |s| s.revoke_token(&device_id, &app_id))
+            .await
+        {
             Ok(revoked) => {
                 tracing::info!(device_id = %self.link.device_id, app_id = %req.app_id, had_token = revoked.is_some(), "unregistered");
-                let reply = device::Unregistered { request_id: req.request_id, app_id: req.app_id };
+                let reply = device::Unregistered {
+                    request_id: req.request_id,
+                    app_id: req.app_id,
+                };
                 self.link.send(Body::Unregistered(reply)).await
             }
             Err(error) => {
                 tracing::error!(device_id = %self.link.device_id, %error, "unregister failed");
-                self.link.send_error(ErrorCode::ErrorInternal, "internal error", req.request_id).await
+                self.link
+                    .send_error(ErrorCode::ErrorInternal, "internal error", req.request_id)
+                    .await
             }
         }
     }

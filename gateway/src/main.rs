@@ -66,10 +66,19 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(serve(config))
         }
-        Command::App { command: AppCommand::Add { app_id, config, allow_class } } => {
+        Command::App {
+            command:
+                AppCommand::Add {
+                    app_id,
+                    config,
+                    allow_class,
+                },
+        } => {
             let config = Config::load(&config)?;
             let key = admin::add_app(&config, &app_id, &allow_class)
                 .with_context(|| format!("cannot add app {app_id}"))?;
@@ -78,7 +87,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::TlsInit { dir, names, ips } => {
             let out = tls::generate(&dir, &names, &ips).context("tls-init failed")?;
-            eprintln!("wrote {}, {}, {}", out.ca_cert.display(), out.cert.display(), out.key.display());
+            eprintln!(
+                "wrote {}, {}, {}",
+                out.ca_cert.display(),
+                out.cert.display(),
+                out.key.display()
+            );
             Ok(())
         }
     }
@@ -120,5 +134,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -106,7 +106,10 @@ impl Registry for MemoryRegistry {
 
     fn release(&self, device_id: &str, generation: u64) {
         let mut conns = self.lock();
-        if conns.get(device_id).is_some_and(|c| c.generation == generation) {
+        if conns
+            .get(device_id)
+            .is_some_and(|c| c.generation == generation)
+        {
             conns.remove(device_id);
         }
     }
@@ -123,7 +126,9 @@ impl Registry for MemoryRegistry {
     }
 
     fn is_connected(&self, device_id: &str) -> bool {
-        self.lock().get(device_id).is_some_and(|c| !c.pokes.is_closed())
+        self.lock()
+            .get(device_id)
+            .is_some_and(|c| !c.pokes.is_closed())
     }
 }
 
@@ -133,7 +138,14 @@ mod tests {
 
     fn handle(reg: &MemoryRegistry) -> (ConnHandle, mpsc::Receiver<Poke>) {
         let (tx, rx) = mpsc::channel(POKE_CAPACITY);
-        (ConnHandle { generation: reg.next_generation(), pokes: tx, replaced: Arc::new(Notify::new()) }, rx)
+        (
+            ConnHandle {
+                generation: reg.next_generation(),
+                pokes: tx,
+                replaced: Arc::new(Notify::new()),
+            },
+            rx,
+        )
     }
 
     #[tokio::test]
@@ -146,8 +158,18 @@ mod tests {
         assert!(matches!(reg.claim("d", old.clone()), Claim::Superseded));
         reg.release("d", old.generation);
         assert!(reg.is_connected("d"));
-        assert!(reg.poke("d", Poke::Message { high_priority: false }));
-        assert_eq!(new_rx.recv().await, Some(Poke::Message { high_priority: false }));
+        assert!(reg.poke(
+            "d",
+            Poke::Message {
+                high_priority: false
+            }
+        ));
+        assert_eq!(
+            new_rx.recv().await,
+            Some(Poke::Message {
+                high_priority: false
+            })
+        );
         // A third, newer one replaces it and the replaced one is notified.
         let (third, _rx3) = handle(&reg);
         assert!(matches!(reg.claim("d", third.clone()), Claim::Claimed));
@@ -156,6 +178,11 @@ mod tests {
         assert!(reg.is_connected("d"));
         reg.release("d", third.generation);
         assert!(!reg.is_connected("d"));
-        assert!(!reg.poke("d", Poke::Message { high_priority: true }));
+        assert!(!reg.poke(
+            "d",
+            Poke::Message {
+                high_priority: true
+            }
+        ));
     }
 }

@@ -121,7 +121,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns the live token of (device, app) if there is one; otherwise stores
     /// `candidate` as the live token and returns it. Idempotent register.
-    fn register_token(&self, device_id: &str, app_id: &str, candidate: &str) -> Result<String, StoreError>;
+    fn register_token(
+        &self,
+        device_id: &str,
+        app_id: &str,
+        candidate: &str,
+    ) -> Result<String, StoreError>;
 
     /// Revokes the live token of (device, app), if any, and drops the device's
     /// queued messages for that app. Returns the revoked token.
@@ -133,11 +138,18 @@ pub trait Store: Send + Sync + 'static {
     /// Durably appends a message to the device's queue under the next sequence
     /// number (the `Notification` is stored as is). A non-empty `collapse_key`
     /// replaces a pending message of the same app with the same key.
-    fn enqueue(&self, device_id: &str, notification: &Notification) -> Result<Enqueued, StoreError>;
+    fn enqueue(&self, device_id: &str, notification: &Notification)
+    -> Result<Enqueued, StoreError>;
 
     /// Up to `limit` unexpired messages with seq > `after`, in order. Messages
     /// that [`is_expired`] at `now_ms` are deleted instead of returned.
-    fn read_after(&self, device_id: &str, after: u64, limit: usize, now_ms: u64) -> Result<Batch, StoreError>;
+    fn read_after(
+        &self,
+        device_id: &str,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError>;
 
     /// Deletes every queued message of the device with seq <= `seq` (cumulative ack).
     /// Returns how many were deleted.
@@ -162,7 +174,11 @@ pub fn is_expired(n: &Notification, now_ms: u64) -> bool {
     if n.expires_at_ms == 0 {
         return false;
     }
-    let limit = if n.ttl == 0 { n.expires_at_ms.saturating_add(TTL0_GRACE_MS) } else { n.expires_at_ms };
+    let limit = if n.ttl == 0 {
+        n.expires_at_ms.saturating_add(TTL0_GRACE_MS)
+    } else {
+        n.expires_at_ms
+    };
     now_ms > limit
 }
 

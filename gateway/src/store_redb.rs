@@ -72,11 +72,16 @@ impl From<redb::DatabaseError> for StoreError {
 }
 
 fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt { table, detail: detail.to_string() }
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
 }
 
 fn decode_hash(table: &'static str, bytes: &[u8]) -> Result<SecretHash, StoreError> {
-    bytes.try_into().map_err(|_| corrupt(table, format!("hash of {} bytes", bytes.len())))
+    bytes
+        .try_into()
+        .map_err(|_| corrupt(table, format!("hash of {} bytes", bytes.len())))
 }
 
 fn decode_notification(bytes: &[u8]) -> Result<Notification, StoreError> {
@@ -106,7 +111,11 @@ impl RedbStore {
     }
 
     /// Deletes queued seqs of a device inside an open write transaction.
-    fn delete_seqs(txn: &redb::WriteTransaction, device_id: &str, seqs: &[u64]) -> Result<(), StoreError> {
+    fn delete_seqs(
+        txn: &redb::WriteTransaction,
+        device_id: &str,
+        seqs: &[u64],
+    ) -> Result<(), StoreError> {
         let mut queue = txn.open_table(QUEUE)?;
         for &seq in seqs {
             queue.remove((device_id, seq))?;
@@ -118,7 +127,8 @@ impl RedbStore {
 impl Store for RedbStore {
     fn create_device(&self, device_id: &str, secret_hash: &SecretHash) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(DEVICES)?.insert(device_id, secret_hash.as_slice())?;
+        txn.open_table(DEVICES)?
+            .insert(device_id, secret_hash.as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -137,9 +147,12 @@ impl Store for RedbStore {
             let mut apps = txn.open_table(APPS)?;
             let mut keys = txn.open_table(APP_KEYS)?;
             // Replacing an app retires its old key.
-            let old = apps.insert(app.app_id.as_str(), json.as_slice())?.map(|g| g.value().to_vec());
+            let old = apps
+                .insert(app.app_id.as_str(), json.as_slice())?
+                .map(|g| g.value().to_vec());
             if let Some(old) = old {
-                let old: AppRecord = serde_json::from_slice(&old).map_err(|e| corrupt("apps", e))?;
+                let old: AppRecord =
+                    serde_json::from_slice(&old).map_err(|e| corrupt("apps", e))?;
                 keys.remove(old.key_hash.as_slice())?;
             }
             keys.insert(app.key_hash.as_slice(), app.app_id.as_str())?;
@@ -152,7 +165,9 @@ impl Store for RedbStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(APPS)?;
         let found = table.get(app_id)?;
-        found.map(|g| serde_json::from_slice(g.value()).map_err(|e| corrupt("apps", e))).transpose()
+        found
+            .map(|g| serde_json::from_slice(g.value()).map_err(|e| corrupt("apps", e)))
+            .transpose()
     }
 
     fn app_by_key_hash(&self, key_hash: &SecretHash) -> Result<Option<AppRecord>, StoreError> {
@@ -168,7 +183,12 @@ impl Store for RedbStore {
         self.app(&app_id)
     }
 
-    fn register_token(&self, device_id: &str, app_id: &str, candidate: &str) -> Result<String, StoreError> {
+    fn register_token(
+        &self,
+        device_id: &str,
+        app_id: &str,
+        candidate: &str,
+    ) -> Result<String, StoreError> {
         let txn = self.db.begin_write()?;
         let token = {
             let mut live = txn.open_table(LIVE_TOKENS)?;
@@ -196,7 +216,9 @@ impl Store for RedbStore {
         let txn = self.db.begin_write()?;
         let revoked = {
             let mut live = txn.open_table(LIVE_TOKENS)?;
-            let token = live.remove((device_id, app_id))?.map(|g| g.value().to_owned());
+            let token = live
+                .remove((device_id, app_id))?
+                .map(|g| g.value().to_owned());
             if let Some(token) = &token {
                 let rec = TokenRecord {
                     device_id: device_id.to_owned(),
@@ -204,7 +226,8 @@ impl Store for RedbStore {
                     state: TokenState::Revoked,
                 };
                 let json = serde_json::to_vec(&rec).map_err(|e| corrupt("tokens", e))?;
-                txn.open_table(TOKENS)?.insert(token.as_str(), json.as_slice())?;
+                txn.open_table(TOKENS)?
+                    .insert(token.as_str(), json.as_slice())?;
             }
             // Drop the app's queued messages (whether or not a token was live: a
             // message cannot outlive the registration it was sent to).
@@ -223,7 +246,10 @@ impl Store for RedbStore {
             // registrations. (A key starting with U+10FFFF escapes this range; such
             // a straggler only points at a deleted seq, which is harmless.)
             let mut collapse = txn.open_table(COLLAPSE)?;
-            collapse.retain_in((device_id, app_id, "")..(device_id, app_id, "\u{10FFFF}"), |_, _| false)?;
+            collapse.retain_in(
+                (device_id, app_id, "")..(device_id, app_id, "\u{10FFFF}"),
+                |_, _| false,
+            )?;
             token
         };
         txn.commit()?;
@@ -234,10 +260,16 @@ impl Store for RedbStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TOKENS)?;
         let found = table.get(token)?;
-        found.map(|g| serde_json::from_slice(g.value()).map_err(|e| corrupt("tokens", e))).transpose()
+        found
+            .map(|g| serde_json::from_slice(g.value()).map_err(|e| corrupt("tokens", e)))
+            .transpose()
     }
 
-    fn enqueue(&self, device_id: &str, notification: &Notification) -> Result<Enqueued, StoreError> {
+    fn enqueue(
+        &self,
+        device_id: &str,
+        notification: &Notification,
+    ) -> Result<Enqueued, StoreError> {
         let bytes = notification.encode_to_vec();
         let txn = self.db.begin_write()?;
         let result = {
@@ -248,12 +280,14 @@ impl Store for RedbStore {
             let mut replaced = None;
             if !notification.collapse_key.is_empty() {
                 let mut collapse = txn.open_table(COLLAPSE)?;
-                let key = (device_id, notification.app_id.as_str(), notification.collapse_key.as_str());
+                let key = (
+                    device_id,
+                    notification.app_id.as_str(),
+                    notification.collapse_key.as_str(),
+                );
                 let old = collapse.insert(key, seq)?.map(|g| g.value());
                 if let Some(old) = old {
-                    if queue.remove((device_id, old))?.is_some() {
-                        replaced = Some(old);
-                    }
+                    replaced = queue.remove((device_id, old))?.map(|_| old);
                 }
             }
             queue.insert((device_id, seq), bytes.as_slice())?;
@@ -263,7 +297,13 @@ impl Store for RedbStore {
         Ok(result)
     }
 
-    fn read_after(&self, device_id: &str, after: u64, limit: usize, now_ms: u64) -> Result<Batch, StoreError> {
+    fn read_after(
+        &self,
+        device_id: &str,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
         let mut expired = Vec::new();
         if after < u64::MAX {
@@ -285,7 +325,11 @@ impl Store for RedbStore {
             }
         }
         if !expired.is_empty() {
-            tracing::debug!(device_id, count = expired.len(), "dropping expired messages");
+            tracing::debug!(
+                device_id,
+                count = expired.len(),
+                "dropping expired messages"
+            );
             let txn = self.db.begin_write()?;
             Self::delete_seqs(&txn, device_id, &expired)?;
             txn.commit()?;

@@ -61,12 +61,18 @@ pub struct GeneratedTls {
 /// `localhost`, `127.0.0.1` and `::1`. The CA key is not kept: the CA exists only
 /// to give clients one stable file to trust.
 pub fn generate(dir: &Path, names: &[String], ips: &[IpAddr]) -> Result<GeneratedTls, TlsError> {
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
 
     let (names, ips): (Vec<String>, Vec<IpAddr>) = if names.is_empty() && ips.is_empty() {
         (
             vec!["localhost".to_owned()],
-            vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)],
+            vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
         )
     } else {
         (names.to_vec(), ips.to_vec())
@@ -76,9 +82,14 @@ pub fn generate(dir: &Path, names: &[String], ips: &[IpAddr]) -> Result<Generate
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.distinguished_name.push(DnType::CommonName, "syspush-gateway local CA");
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "syspush-gateway local CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
@@ -87,24 +98,41 @@ pub fn generate(dir: &Path, names: &[String], ips: &[IpAddr]) -> Result<Generate
     for ip in &ips {
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
-    let cn = names.first().cloned().unwrap_or_else(|| ips.first().map(|i| i.to_string()).unwrap_or_default());
+    let cn = names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| ips.first().map(|i| i.to_string()).unwrap_or_default());
     params.distinguished_name.push(DnType::CommonName, cn);
     params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
 
-    let out = GeneratedTls { ca_cert: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let out = GeneratedTls {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
     write_file(&out.ca_cert, ca_cert.pem().as_bytes(), false)?;
     // The chain: leaf first, then the CA, as TLS expects.
-    write_file(&out.cert, format!("{}{}", cert.pem(), ca_cert.pem()).as_bytes(), false)?;
+    write_file(
+        &out.cert,
+        format!("{}{}", cert.pem(), ca_cert.pem()).as_bytes(),
+        false,
+    )?;
     write_file(&out.key, key.serialize_pem().as_bytes(), true)?;
     Ok(out)
 }
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), TlsError> {
-    let io_err = |source| TlsError::Io { path: path.to_owned(), source };
+    let io_err = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -128,14 +156,25 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// which is what the WebSocket upgrade needs.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|source| TlsError::Pem { path: cert.to_owned(), source })?
+        .map_err(|source| TlsError::Pem {
+            path: cert.to_owned(),
+            source,
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem { path: cert.to_owned(), source })?;
+        .map_err(|source| TlsError::Pem {
+            path: cert.to_owned(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::Pem { path: cert.to_owned(), source: rustls::pki_types::pem::Error::NoItemsFound });
+        return Err(TlsError::Pem {
+            path: cert.to_owned(),
+            source: rustls::pki_types::pem::Error::NoItemsFound,
+        });
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.to_owned(), source })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
+        path: key.to_owned(),
+        source,
+    })?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -147,10 +186,14 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 /// Builds a client config trusting only the CA in `ca_pem` (tests, tools).
 pub fn client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem)
-        .map_err(|source| TlsError::Pem { path: ca_pem.to_owned(), source })?
-    {
-        let cert = cert.map_err(|source| TlsError::Pem { path: ca_pem.to_owned(), source })?;
+    for cert in CertificateDer::pem_file_iter(ca_pem).map_err(|source| TlsError::Pem {
+        path: ca_pem.to_owned(),
+        source,
+    })? {
+        let cert = cert.map_err(|source| TlsError::Pem {
+            path: ca_pem.to_owned(),
+            source,
+        })?;
         roots.add(cert)?;
     }
     let cfg = rustls::ClientConfig::builder_with_provider(provider())

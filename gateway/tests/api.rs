@@ -50,7 +50,9 @@ async fn send_status_codes() {
     let (_creds, mut link, token) = gw.device().await;
 
     // 200
-    let (status, body) = gw.send(json!({"token": token, "title": "hi", "data": b64(b"\x00\x01")})).await;
+    let (status, body) = gw
+        .send(json!({"token": token, "title": "hi", "data": b64(b"\x00\x01")}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let id = body["message_id"].as_str().unwrap().to_owned();
     let d = link.deliver().await;
@@ -58,14 +60,23 @@ async fn send_status_codes() {
     assert_eq!(d.notification.as_ref().unwrap().data.as_ref(), b"\x00\x01");
 
     // 401: missing or wrong key.
-    let (status, _) = gw.request(Method::POST, "/v1/messages", None, json!({"token": token}).to_string().as_bytes()).await;
+    let (status, _) = gw
+        .request(
+            Method::POST,
+            "/v1/messages",
+            None,
+            json!({"token": token}).to_string().as_bytes(),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = gw.send_as("not-a-key", json!({"token": token})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["error"].is_string());
 
     // 400: malformed JSON, missing token, unknown field, bad base64, bad enum, ttl over max.
-    let (status, body) = gw.request(Method::POST, "/v1/messages", Some(&gw.app_key), b"{nope").await;
+    let (status, body) = gw
+        .request(Method::POST, "/v1/messages", Some(&gw.app_key), b"{nope")
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].is_string());
     for bad in [
@@ -90,26 +101,36 @@ async fn send_status_codes() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // 413: payload over 4096 bytes (counting decoded data), and a huge body.
-    let (status, body) = gw.send(json!({"token": token, "title": "x".repeat(96), "data": b64(&[7u8; 4001])})).await;
+    let (status, body) = gw
+        .send(json!({"token": token, "title": "x".repeat(96), "data": b64(&[7u8; 4001])}))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert!(body["error"].is_string());
-    let (status, _) = gw.send(json!({"token": token, "title": "x".repeat(96), "data": b64(&[7u8; 4000])})).await;
+    let (status, _) = gw
+        .send(json!({"token": token, "title": "x".repeat(96), "data": b64(&[7u8; 4000])}))
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = gw.send(json!({"token": token, "ext": "y".repeat(20_000)})).await;
+    let (status, body) = gw
+        .send(json!({"token": token, "ext": "y".repeat(20_000)}))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["error"].is_string());
 
     // 403: a class the app was not allowed; allowed ones pass.
     let (status, body) = gw.send(json!({"token": token, "class": "system"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _) = gw.send(json!({"token": token, "class": "important", "priority": "high"})).await;
+    let (status, _) = gw
+        .send(json!({"token": token, "class": "important", "priority": "high"}))
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     // Revoked token: 404.
-    link.send(syspush_proto::device::frame::Body::Unregister(syspush_proto::device::Unregister {
-        request_id: 9,
-        app_id: APP.into(),
-    }))
+    link.send(syspush_proto::device::frame::Body::Unregister(
+        syspush_proto::device::Unregister {
+            request_id: 9,
+            app_id: APP.into(),
+        },
+    ))
     .await;
     loop {
         if let syspush_proto::device::frame::Body::Unregistered(u) = link.body().await {
@@ -127,9 +148,18 @@ async fn admin_refuses_while_running_and_works_after_shutdown() {
     let gw = TestGateway::start().await;
     let config = gw.config.clone();
     let err = admin::add_app(&config, "late.app", &[]).unwrap_err();
-    assert!(matches!(err, admin::AdminError::Store(StoreError::Locked)), "{err}");
-    assert!(matches!(admin::add_app(&config, "bad id", &[]), Err(admin::AdminError::InvalidAppId(_))));
-    assert!(matches!(admin::add_app(&config, "x", &["vip".into()]), Err(admin::AdminError::UnknownClass(_))));
+    assert!(
+        matches!(err, admin::AdminError::Store(StoreError::Locked)),
+        "{err}"
+    );
+    assert!(matches!(
+        admin::add_app(&config, "bad id", &[]),
+        Err(admin::AdminError::InvalidAppId(_))
+    ));
+    assert!(matches!(
+        admin::add_app(&config, "x", &["vip".into()]),
+        Err(admin::AdminError::UnknownClass(_))
+    ));
     let _dir = {
         let TestGateway { gateway, dir, .. } = gw;
         gateway.unwrap().shutdown().await;

@@ -35,10 +35,22 @@ async fn deliver_ack_resume_unregister() {
     assert_eq!(link.register(2, APP).await, token);
     assert!(token.len() >= 22);
 
-    let m1 = send_ok(&gw, json!({"token": token, "title": "one", "sender": {"id": "u1", "nickname": "Ann"}})).await;
+    let m1 = send_ok(
+        &gw,
+        json!({"token": token, "title": "one", "sender": {"id": "u1", "nickname": "Ann"}}),
+    )
+    .await;
     let d1 = link.deliver().await;
     let n1 = d1.notification.unwrap();
-    assert_eq!((d1.seq, n1.message_id.as_str(), n1.app_id.as_str(), n1.title.as_str()), (1, m1.as_str(), APP, "one"));
+    assert_eq!(
+        (
+            d1.seq,
+            n1.message_id.as_str(),
+            n1.app_id.as_str(),
+            n1.title.as_str()
+        ),
+        (1, m1.as_str(), APP, "one")
+    );
     assert_eq!(n1.sender.unwrap().nickname, "Ann");
     assert!(n1.sent_at_ms > 0);
     assert_eq!(n1.expires_at_ms, n1.sent_at_ms + 2_419_200_000);
@@ -74,7 +86,11 @@ async fn deliver_ack_resume_unregister() {
 
     // Unregister: the token dies, queued messages for it are dropped, a new
     // register issues a new token.
-    link.send(Body::Unregister(device::Unregister { request_id: 7, app_id: APP.into() })).await;
+    link.send(Body::Unregister(device::Unregister {
+        request_id: 7,
+        app_id: APP.into(),
+    }))
+    .await;
     match link.body().await {
         Body::Unregistered(u) => assert_eq!((u.request_id, u.app_id.as_str()), (7, APP)),
         other => panic!("expected Unregistered, got {other:?}"),
@@ -100,12 +116,23 @@ async fn offline_messages_wait_and_expire() {
             assert!(resp["message_id"].is_string());
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "device still counted as connected");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "device still counted as connected"
+        );
         tokio::task::yield_now().await;
     }
-    let kept = send_ok(&gw, json!({"token": token, "ttl": 3600, "collapse_key": "c"})).await;
+    let kept = send_ok(
+        &gw,
+        json!({"token": token, "ttl": 3600, "collapse_key": "c"}),
+    )
+    .await;
     let _ = kept;
-    let newest = send_ok(&gw, json!({"token": token, "collapse_key": "c", "desc": "newer"})).await;
+    let newest = send_ok(
+        &gw,
+        json!({"token": token, "collapse_key": "c", "desc": "newer"}),
+    )
+    .await;
     let plain = send_ok(&gw, json!({"token": token})).await;
 
     let mut link = gw.connect().await;
@@ -145,7 +172,11 @@ async fn idle_holds_normal_priority_until_heartbeat() {
     let token = link.register(1, APP).await;
 
     let normal = send_ok(&gw, json!({"token": token})).await;
-    let high = send_ok(&gw, json!({"token": token, "priority": "high", "class": "important"})).await;
+    let high = send_ok(
+        &gw,
+        json!({"token": token, "priority": "high", "class": "important"}),
+    )
+    .await;
     // The high-priority one flushes everything pending, in seq order.
     let d1 = link.deliver().await;
     let d2 = link.deliver().await;
@@ -156,10 +187,13 @@ async fn idle_holds_normal_priority_until_heartbeat() {
     // Held: the Ping (heartbeat) releases it, before the Pong.
     let held = send_ok(&gw, json!({"token": token})).await;
     let before_pong = link.sync(5).await;
-    assert!(matches!(&before_pong[..], [Body::Deliver(d)] if d.notification.as_ref().unwrap().message_id == held));
+    assert!(
+        matches!(&before_pong[..], [Body::Deliver(d)] if d.notification.as_ref().unwrap().message_id == held)
+    );
 
     // SetIdle(false): delivered at once again.
-    link.send(Body::SetIdle(device::SetIdle { idle: false })).await;
+    link.send(Body::SetIdle(device::SetIdle { idle: false }))
+        .await;
     let awake = send_ok(&gw, json!({"token": token})).await;
     assert_eq!(link.deliver().await.notification.unwrap().message_id, awake);
     gw.shutdown().await;
@@ -214,7 +248,10 @@ async fn bad_frames_close_without_losing_messages() {
     let id = send_ok(&gw, json!({"token": token})).await;
     assert_eq!(link.deliver().await.seq, 1);
     // Garbage: BAD_FRAME and close; the unacked message stays queued.
-    link.ws.send(Message::Binary(vec![0xff, 0xff, 0xff].into())).await.unwrap();
+    link.ws
+        .send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+        .await
+        .unwrap();
     expect_error(link.body().await, ErrorCode::ErrorBadFrame);
     assert!(link.next().await.is_none());
 
@@ -222,14 +259,23 @@ async fn bad_frames_close_without_losing_messages() {
     let mut link = gw.connect().await;
     link.hello(&creds, 0, false).await;
     assert_eq!(link.deliver().await.notification.unwrap().message_id, id);
-    link.ws.send(Message::Binary(vec![0u8; syspush_proto::MAX_FRAME_LEN + 1].into())).await.unwrap();
+    link.ws
+        .send(Message::Binary(
+            vec![0u8; syspush_proto::MAX_FRAME_LEN + 1].into(),
+        ))
+        .await
+        .unwrap();
     expect_error(link.body().await, ErrorCode::ErrorBadFrame);
 
     // Text, and register for an unknown app (an error, but the link stays up).
     let mut link = gw.connect().await;
     link.hello(&creds, 0, false).await;
     assert_eq!(link.deliver().await.seq, 1);
-    link.send(Body::Register(device::Register { request_id: 42, app_id: "no.such.app".into() })).await;
+    link.send(Body::Register(device::Register {
+        request_id: 42,
+        app_id: "no.such.app".into(),
+    }))
+    .await;
     let e = expect_error(link.body().await, ErrorCode::ErrorBadRequest);
     assert_eq!(e.request_id, 42);
     assert!(link.sync(3).await.is_empty());

@@ -81,35 +81,68 @@ impl TestGateway {
     pub async fn tls(&self) -> TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        TlsConnector::from(Arc::clone(&self.client_tls)).connect(name, tcp).await.unwrap()
+        TlsConnector::from(Arc::clone(&self.client_tls))
+            .connect(name, tcp)
+            .await
+            .unwrap()
     }
 
     /// One HTTPS request; returns the status and the JSON body (Null if empty).
-    pub async fn request(&self, method: Method, path: &str, bearer: Option<&str>, body: &[u8]) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
         let io = TokioIo::new(self.tls().await);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
         if let Some(b) = bearer {
             req = req.header("authorization", format!("Bearer {b}"));
         }
-        let req = req.header("content-type", "application/json").body(Full::new(Bytes::copy_from_slice(body))).unwrap();
-        let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await.unwrap().unwrap();
+        let req = req
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .unwrap();
+        let resp = tokio::time::timeout(WAIT, sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
         (status, json)
     }
 
     pub async fn enroll(&self) -> (String, String) {
-        let (status, body) = self.request(Method::POST, "/v1/devices", Some(ENROLLMENT_KEY), b"").await;
+        let (status, body) = self
+            .request(Method::POST, "/v1/devices", Some(ENROLLMENT_KEY), b"")
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        (body["device_id"].as_str().unwrap().to_owned(), body["secret"].as_str().unwrap().to_owned())
+        (
+            body["device_id"].as_str().unwrap().to_owned(),
+            body["secret"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// POST /v1/messages with the given JSON and key.
     pub async fn send_as(&self, key: &str, json: Value) -> (StatusCode, Value) {
-        self.request(Method::POST, "/v1/messages", Some(key), json.to_string().as_bytes()).await
+        self.request(
+            Method::POST,
+            "/v1/messages",
+            Some(key),
+            json.to_string().as_bytes(),
+        )
+        .await
     }
 
     pub async fn send(&self, json: Value) -> (StatusCode, Value) {
@@ -118,7 +151,9 @@ impl TestGateway {
 
     pub async fn connect(&self) -> DeviceLink {
         let url = format!("wss://localhost:{}/v1/device", self.addr.port());
-        let (ws, _) = tokio_tungstenite::client_async(url, self.tls().await).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url, self.tls().await)
+            .await
+            .unwrap();
         DeviceLink { ws }
     }
 
@@ -157,7 +192,9 @@ impl DeviceLink {
     /// Next protocol frame; None when the gateway closed the link.
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
             match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
                 Some(Ok(Message::Binary(b))) => return Some(device_codec::decode(&b).unwrap()),
@@ -170,7 +207,12 @@ impl DeviceLink {
         self.next().await.expect("link closed").body.unwrap()
     }
 
-    pub async fn hello(&mut self, creds: &Creds, last_committed_seq: u64, idle: bool) -> device::ServerHello {
+    pub async fn hello(
+        &mut self,
+        creds: &Creds,
+        last_committed_seq: u64,
+        idle: bool,
+    ) -> device::ServerHello {
         self.send(Body::ClientHello(device::ClientHello {
             device_id: creds.device_id.clone(),
             secret: creds.secret.clone(),
@@ -198,7 +240,11 @@ impl DeviceLink {
     }
 
     pub async fn register(&mut self, request_id: u64, app_id: &str) -> String {
-        self.send(Body::Register(device::Register { request_id, app_id: app_id.into() })).await;
+        self.send(Body::Register(device::Register {
+            request_id,
+            app_id: app_id.into(),
+        }))
+        .await;
         match self.body().await {
             Body::Registered(r) => {
                 assert_eq!((r.request_id, r.app_id.as_str()), (request_id, app_id));
