@@ -1,0 +1,598 @@
+//! The gateway link driver: owns the TLS WebSocket and feeds the sans-I/O
+//! [`Session`] — bytes in, frames out, timer deadlines on `CLOCK_BOOTTIME` —
+//! and carries out what it decides: dial (enrolling first if needed), commit
+//! deliveries to the store, ack, wake apps, answer register/unregister.
+//!
+//! Frames that are already readable when one arrives are drained and handled
+//! together: their deliveries go into ONE store transaction with the new
+//! `last_committed_seq`, then ONE cumulative Ack goes out while the radio is
+//! still awake from the incoming data. Only after that are the app
+//! connections told (through the [`Hub`]) that there is something to read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use rustls::ClientConfig;
+use syspush_proto::MAX_FRAME_LEN;
+use syspush_proto::common::Notification;
+use syspush_proto::device_codec;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{self, Timer};
+use crate::config::{Config, Endpoint};
+use crate::hub::{AppEvent, Hub};
+use crate::notify::Notifier;
+use crate::session::{CloseReason, Event, Hello, Session, SessionConfig};
+use crate::store::Store;
+use crate::wake::Waker;
+use crate::{enroll, tls};
+
+/// Most frames handled (and committed) as one batch.
+const MAX_BATCH: usize = 256;
+/// How long shutdown waits to deliver the GoAway.
+const GOAWAY_GRACE: Duration = Duration::from_secs(2);
+/// Queued register/unregister commands from apps.
+const COMMAND_QUEUE: usize = 64;
+
+type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Fatal errors of the link task.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The boot-time timer could not be created or armed.
+    #[error("link timer: {0}")]
+    Timer(#[source] std::io::Error),
+    /// Randomness for the backoff jitter is unavailable.
+    #[error("no system randomness")]
+    Random,
+    /// The configured gateway cannot be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Why a register/unregister request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No link to the gateway (the daemon is stopping, or the caller gave up).
+    #[error("gateway unavailable")]
+    Unavailable,
+    /// The gateway refused it.
+    #[error("gateway refused: {message}")]
+    Rejected {
+        /// `device::ErrorCode` value.
+        code: i32,
+        /// Gateway's text.
+        message: String,
+    },
+    /// The answer could not be stored.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// A request from the app side for the gateway.
+#[derive(Debug)]
+pub enum LinkCommand {
+    /// Get a token for an app.
+    Register {
+        /// App id.
+        app_id: String,
+        /// Where the token goes.
+        reply: oneshot::Sender<Result<String, RequestError>>,
+    },
+    /// Revoke an app's token.
+    Unregister {
+        /// App id.
+        app_id: String,
+        /// Completion.
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+}
+
+impl LinkCommand {
+    fn is_abandoned(&self) -> bool {
+        match self {
+            LinkCommand::Register { reply, .. } => reply.is_closed(),
+            LinkCommand::Unregister { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
+/// What the status request shows about the link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// A session is up.
+    pub connected: bool,
+    /// Boot time the session came up.
+    pub live_since: Option<Duration>,
+    /// Heartbeat interval in force.
+    pub heartbeat: Option<Duration>,
+    /// Boot time of the last frame from the gateway.
+    pub last_rx: Option<Duration>,
+    /// Sessions established after the first.
+    pub reconnects: u64,
+    /// Device id in use (empty before enrollment).
+    pub device_id: String,
+}
+
+/// The app side's handle on the link.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    commands: mpsc::Sender<LinkCommand>,
+    status: Arc<Mutex<LinkStatus>>,
+}
+
+fn lock(m: &Mutex<LinkStatus>) -> MutexGuard<'_, LinkStatus> {
+    // Plain data, written whole: a poisoned lock still holds a usable value.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LinkHandle {
+    /// A handle not attached to a [`Link`]: the caller receives the commands
+    /// (for embedding with another transport, and for tests).
+    pub fn channel() -> (Self, mpsc::Receiver<LinkCommand>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        (Self { commands: tx, status: Arc::new(Mutex::new(LinkStatus::default())) }, rx)
+    }
+
+    /// Asks the gateway for `app_id`'s token (waits for a session; the caller bounds the wait).
+    pub async fn register(&self, app_id: &str) -> Result<String, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(LinkCommand::Register { app_id: app_id.to_string(), reply })
+            .await
+            .map_err(|_| RequestError::Unavailable)?;
+        rx.await.map_err(|_| RequestError::Unavailable)?
+    }
+
+    /// Asks the gateway to revoke `app_id`'s token; local token and messages are dropped.
+    pub async fn unregister(&self, app_id: &str) -> Result<(), RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(LinkCommand::Unregister { app_id: app_id.to_string(), reply })
+            .await
+            .map_err(|_| RequestError::Unavailable)?;
+        rx.await.map_err(|_| RequestError::Unavailable)?
+    }
+
+    /// A snapshot of the link state.
+    pub fn status(&self) -> LinkStatus {
+        lock(&self.status).clone()
+    }
+}
+
+enum Reply {
+    Register(oneshot::Sender<Result<String, RequestError>>),
+    Unregister(oneshot::Sender<Result<(), RequestError>>),
+}
+
+impl Reply {
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Register(r) => r.is_closed(),
+            Reply::Unregister(r) => r.is_closed(),
+        }
+    }
+}
+
+/// What the link needs and never changes.
+struct Ctx {
+    config: Arc<Config>,
+    endpoint: Endpoint,
+    tls: Arc<ClientConfig>,
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    notifier: Arc<Notifier>,
+    status: Arc<Mutex<LinkStatus>>,
+    shutdown: CancellationToken,
+}
+
+/// The link task. Build with [`Link::new`], run with [`Link::run`].
+pub struct Link {
+    ctx: Ctx,
+    commands: mpsc::Receiver<LinkCommand>,
+    waker: Waker,
+}
+
+/// Mutable driver state.
+struct Driver {
+    session: Session,
+    queued: Vec<LinkCommand>,
+    replies: HashMap<u64, Reply>,
+    waker: Waker,
+}
+
+/// How a connection ended for the outer loop.
+enum Ended {
+    Disconnected,
+    Shutdown,
+}
+
+impl Link {
+    /// Prepares the link (nothing is dialed until [`Link::run`]).
+    pub fn new(
+        config: Arc<Config>,
+        tls: Arc<ClientConfig>,
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        notifier: Arc<Notifier>,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, LinkHandle), LinkError> {
+        let endpoint = config.endpoint()?;
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let status = Arc::new(Mutex::new(LinkStatus::default()));
+        let waker = Waker::from_apps(&config.apps);
+        let ctx = Ctx { config, endpoint, tls, store, hub, notifier, status: status.clone(), shutdown };
+        Ok((Self { ctx, commands: rx, waker }, LinkHandle { commands: tx, status }))
+    }
+
+    /// Runs until shutdown: dial, serve the session, redial with backoff.
+    pub async fn run(self) -> Result<(), LinkError> {
+        let Link { ctx, mut commands, waker } = self;
+        let mut timer = Timer::new().map_err(LinkError::Timer)?;
+        let cfg = SessionConfig {
+            heartbeat: Duration::from_secs(ctx.config.heartbeat_s.into()),
+            pong_timeout: Duration::from_secs(ctx.config.pong_timeout_s.into()),
+            ..SessionConfig::default()
+        };
+        let mut d = Driver { session: Session::new(cfg, clock::now(), seed()?), queued: Vec::new(), replies: HashMap::new(), waker };
+        loop {
+            // Wait for the dial time, collecting app commands meanwhile.
+            while !d.session.wants_dial(clock::now()) {
+                let Some(at) = d.session.poll_timeout() else { return Ok(()) };
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    r = timer.sleep_until(at) => r.map_err(LinkError::Timer)?,
+                    Some(cmd) = commands.recv() => d.on_command(cmd),
+                }
+            }
+            d.session.dial_started(clock::now());
+            // Requests whose callers gave up are not sent on the new session.
+            d.replies.retain(|id, r| {
+                let keep = !r.is_closed();
+                if !keep {
+                    d.session.cancel(*id);
+                }
+                keep
+            });
+            let Some(deadline) = d.session.poll_timeout() else { return Ok(()) };
+            tracing::debug!(gateway = %ctx.config.gateway, "dialing");
+            let dialed = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                r = connect(&ctx) => r,
+                r = timer.sleep_until(deadline) => {
+                    r.map_err(LinkError::Timer)?;
+                    d.session.handle_timeout(clock::now());
+                    d.process_events(&ctx);
+                    continue;
+                }
+            };
+            match dialed {
+                Err(e) => {
+                    d.session.transport_failed(clock::now(), e);
+                    d.process_events(&ctx);
+                }
+                Ok((mut ws, hello)) => {
+                    d.session.transport_open(clock::now(), hello);
+                    let ended = d.serve(&ctx, &mut ws, &mut timer, &mut commands).await?;
+                    d.publish_status(&ctx);
+                    if let Ended::Shutdown = ended {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn seed() -> Result<u64, LinkError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| LinkError::Random)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Frames are capped at 64 KiB by the protocol; refuse bigger ones before buffering them.
+    WebSocketConfig::default().max_message_size(Some(MAX_FRAME_LEN)).max_frame_size(Some(MAX_FRAME_LEN))
+}
+
+/// Credentials (enrolling if needed), then TCP + TLS + WebSocket.
+async fn connect(ctx: &Ctx) -> Result<(Ws, Hello), String> {
+    let (device_id, secret) = credentials(ctx).await?;
+    lock(&ctx.status).device_id = device_id.clone();
+    let last_committed_seq = ctx.store.last_committed_seq().map_err(|e| e.to_string())?;
+    let stream = tls::dial(&ctx.tls, &ctx.endpoint).await.map_err(|e| e.to_string())?;
+    let url = format!("wss://{}/v1/device", ctx.endpoint.authority());
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+        .await
+        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+    Ok((ws, Hello { device_id, secret, last_committed_seq }))
+}
+
+async fn credentials(ctx: &Ctx) -> Result<(String, String), String> {
+    if let (Some(id), Some(secret)) = (&ctx.config.device_id, &ctx.config.device_secret) {
+        return Ok((id.clone(), secret.expose().to_string()));
+    }
+    if let Some(c) = ctx.store.credentials().map_err(|e| e.to_string())? {
+        return Ok(c);
+    }
+    let Some(key) = &ctx.config.enrollment_key else {
+        return Err("no credentials: set enrollment_key or device_id + device_secret".into());
+    };
+    let e = enroll::enroll(&ctx.tls, &ctx.endpoint, key.expose()).await.map_err(|e| e.to_string())?;
+    ctx.store.set_credentials(&e.device_id, &e.secret).map_err(|e| e.to_string())?;
+    tracing::info!(device_id = %e.device_id, "enrolled with the gateway");
+    Ok((e.device_id, e.secret))
+}
+
+impl Driver {
+    /// Serves one connection until the session drops it or shutdown.
+    async fn serve(
+        &mut self,
+        ctx: &Ctx,
+        ws: &mut Ws,
+        timer: &mut Timer,
+        commands: &mut mpsc::Receiver<LinkCommand>,
+    ) -> Result<Ended, LinkError> {
+        loop {
+            if let Err(e) = self.flush(ws, timer).await {
+                self.session.transport_failed(clock::now(), e);
+            }
+            self.process_events(ctx);
+            if self.session.is_disconnected() {
+                return Ok(Ended::Disconnected);
+            }
+            let Some(deadline) = self.session.poll_timeout() else { return Ok(Ended::Disconnected) };
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => {
+                    self.goodbye(ws).await;
+                    return Ok(Ended::Shutdown);
+                }
+                first = ws.next() => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match ws.next().now_or_never() {
+                            Some(m) => batch.push(m),
+                            None => break,
+                        }
+                    }
+                    let now = clock::now();
+                    for m in batch {
+                        if !self.on_ws_message(now, m) {
+                            break;
+                        }
+                    }
+                }
+                r = timer.sleep_until(deadline) => {
+                    r.map_err(LinkError::Timer)?;
+                    self.session.handle_timeout(clock::now());
+                }
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+            }
+        }
+    }
+
+    /// Feeds one WebSocket message to the session; false once the transport is done.
+    fn on_ws_message(
+        &mut self,
+        now: Duration,
+        m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> bool {
+        match m {
+            Some(Ok(Message::Binary(bytes))) => match device_codec::decode(&bytes) {
+                Ok(frame) => {
+                    self.session.handle_frame(now, frame);
+                    !self.session.is_disconnected()
+                }
+                Err(e) => {
+                    self.session.transport_failed(now, format!("bad frame from gateway: {e}"));
+                    false
+                }
+            },
+            // Answered by tungstenite itself; not our heartbeat.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => true,
+            Some(Ok(Message::Text(_))) => {
+                self.session.transport_failed(now, "unexpected text message from gateway");
+                false
+            }
+            Some(Ok(Message::Close(c))) => {
+                let why = c.map(|c| format!("{} {}", c.code, c.reason)).unwrap_or_default();
+                self.session.transport_failed(now, format!("closed by gateway {why}").trim_end());
+                false
+            }
+            Some(Err(e)) => {
+                self.session.transport_failed(now, e.to_string());
+                false
+            }
+            None => {
+                self.session.transport_failed(now, "connection closed by gateway");
+                false
+            }
+        }
+    }
+
+    /// Sends what the session queued. Bounded by the session's next deadline:
+    /// a write that cannot complete by then means the link is dead.
+    async fn flush(&mut self, ws: &mut Ws, timer: &mut Timer) -> Result<(), String> {
+        let mut frames = Vec::new();
+        while let Some(f) = self.session.poll_transmit() {
+            frames.push(device_codec::encode(&f).map_err(|e| format!("encode: {e}"))?);
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let deadline = self.session.poll_timeout().unwrap_or_else(|| clock::now() + GOAWAY_GRACE);
+        let send = async {
+            for f in frames {
+                ws.feed(Message::Binary(f.into())).await?;
+            }
+            ws.flush().await
+        };
+        tokio::select! {
+            r = send => r.map_err(|e| format!("send: {e}")),
+            _ = timer.sleep_until(deadline) => Err("send stalled".into()),
+        }
+    }
+
+    /// Shutdown: GoAway to the gateway and a clean close, within a grace period.
+    async fn goodbye(&mut self, ws: &mut Ws) {
+        let goaway = self.session.shutdown();
+        let mut frames = Vec::new();
+        while let Some(f) = self.session.poll_transmit() {
+            if let Ok(b) = device_codec::encode(&f) {
+                frames.push(b);
+            }
+        }
+        let _ = clock::timeout(GOAWAY_GRACE, async {
+            for f in frames {
+                ws.feed(Message::Binary(f.into())).await?;
+            }
+            ws.close(None).await
+        })
+        .await;
+        tracing::info!(goaway, "link closed for shutdown");
+    }
+
+    fn on_command(&mut self, cmd: LinkCommand) {
+        if self.session.is_live() {
+            self.submit(cmd);
+        } else {
+            self.queued.retain(|c| !c.is_abandoned());
+            self.queued.push(cmd);
+        }
+    }
+
+    fn submit(&mut self, cmd: LinkCommand) {
+        if cmd.is_abandoned() {
+            return;
+        }
+        match cmd {
+            LinkCommand::Register { app_id, reply } => {
+                let id = self.session.register(app_id);
+                self.replies.insert(id, Reply::Register(reply));
+            }
+            LinkCommand::Unregister { app_id, reply } => {
+                let id = self.session.unregister(app_id);
+                self.replies.insert(id, Reply::Unregister(reply));
+            }
+        }
+    }
+
+    /// Acts on everything the session decided, committing deliveries in one batch.
+    fn process_events(&mut self, ctx: &Ctx) {
+        let mut batch: Vec<(u64, Option<Notification>)> = Vec::new();
+        loop {
+            while let Some(ev) = self.session.poll_event() {
+                self.on_event(ctx, ev, &mut batch);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            self.commit(ctx, std::mem::take(&mut batch));
+            // A failed commit closes the session: handle that event too.
+        }
+        self.publish_status(ctx);
+    }
+
+    fn on_event(&mut self, ctx: &Ctx, ev: Event, batch: &mut Vec<(u64, Option<Notification>)>) {
+        match ev {
+            Event::Established { session_id, heartbeat } => {
+                tracing::info!(session_id, heartbeat_s = heartbeat.as_secs(), reconnects = self.session.reconnects(), "link up");
+                ctx.notifier.status(&format!("connected to {}", ctx.config.gateway));
+                for cmd in std::mem::take(&mut self.queued) {
+                    self.submit(cmd);
+                }
+            }
+            Event::Deliver { seq, notification } => batch.push((seq, notification)),
+            Event::Registered { request_id, app_id, token } => {
+                let result = ctx.store.set_token(&app_id, &token).map(|_| token).map_err(|e| RequestError::Store(e.to_string()));
+                tracing::info!(app_id, ok = result.is_ok(), "registered");
+                if let Some(Reply::Register(r)) = self.replies.remove(&request_id) {
+                    let _ = r.send(result);
+                }
+            }
+            Event::Unregistered { request_id, app_id } => {
+                let result = ctx.store.drop_app(&app_id).map(|_| ()).map_err(|e| RequestError::Store(e.to_string()));
+                tracing::info!(app_id, ok = result.is_ok(), "unregistered");
+                if let Some(Reply::Unregister(r)) = self.replies.remove(&request_id) {
+                    let _ = r.send(result);
+                }
+            }
+            Event::RequestFailed { request_id, code, message } => {
+                tracing::warn!(request_id, code, message, "gateway refused a request");
+                let err = RequestError::Rejected { code, message };
+                match self.replies.remove(&request_id) {
+                    Some(Reply::Register(r)) => {
+                        let _ = r.send(Err(err));
+                    }
+                    Some(Reply::Unregister(r)) => {
+                        let _ = r.send(Err(err));
+                    }
+                    None => {}
+                }
+            }
+            Event::TokenRevoked { app_id, token, reason } => {
+                tracing::info!(app_id, reason, "token revoked by the gateway");
+                if let Err(e) = ctx.store.remove_token(&app_id, Some(&token)) {
+                    tracing::error!(app_id, error = %e, "cannot drop revoked token");
+                }
+                ctx.hub.event(&app_id, AppEvent::TokenRevoked { reason });
+            }
+            Event::Closed { reason, redial_at } => {
+                let redial_in_ms = redial_at.saturating_sub(clock::now()).as_millis() as u64;
+                match &reason {
+                    CloseReason::Rejected { code, message } => {
+                        tracing::error!(code, message, redial_in_ms, "gateway rejected the session")
+                    }
+                    other => tracing::warn!(reason = ?other, redial_in_ms, "link down"),
+                }
+                ctx.notifier.status("disconnected; reconnecting");
+            }
+        }
+    }
+
+    fn commit(&mut self, ctx: &Ctx, batch: Vec<(u64, Option<Notification>)>) {
+        let now = clock::now();
+        match ctx.store.commit(&batch, clock::wall_ms()) {
+            Ok(out) => {
+                self.session.committed(out.last_committed_seq);
+                tracing::debug!(
+                    frames = batch.len(),
+                    stored = out.stored.len(),
+                    duplicates = out.duplicates,
+                    expired = out.expired,
+                    seq = out.last_committed_seq,
+                    "committed"
+                );
+                for (app_id, arrival) in &out.stored {
+                    if !ctx.hub.publish(app_id, *arrival) {
+                        self.waker.wake(app_id, now);
+                    }
+                }
+            }
+            Err(e) => {
+                // Not acked: the gateway keeps the messages and resends them.
+                tracing::error!(error = %e, "cannot commit deliveries; dropping the link");
+                self.session.transport_failed(now, format!("store: {e}"));
+            }
+        }
+    }
+
+    fn publish_status(&self, ctx: &Ctx) {
+        let mut s = lock(&ctx.status);
+        s.connected = self.session.is_live();
+        s.live_since = self.session.live_since();
+        s.heartbeat = self.session.heartbeat();
+        s.last_rx = self.session.last_rx();
+        s.reconnects = self.session.reconnects();
+    }
+}
