@@ -1,5 +1,6 @@
-//! The HTTP API: device enrollment (`POST /v1/devices`), the send API app
-//! servers call (`POST /v1/messages`), health, and the route table.
+//! The HTTP API: device enrollment (`POST /v1/devices`), the API app servers
+//! call (`POST /v1/messages`, `DELETE /v1/tokens/{token}`), health, and the
+//! route table.
 //!
 //! Owns request validation and the mapping of every failure to a JSON
 //! `{"error": "..."}` with the status the contract names. The send path commits
@@ -13,10 +14,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -26,7 +27,7 @@ use syspush_proto::common::{MessageClass, Notification, Priority, Sender};
 use crate::Shared;
 use crate::ids::{self, RandomError};
 use crate::registry::Poke;
-use crate::store::{StoreError, TokenState};
+use crate::store::{AppRecord, StoreError, TokenRecord, TokenState};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -56,6 +57,9 @@ pub enum ApiError {
     /// Payload or body too large (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The app's daily quota for operational messages is used up (429).
+    #[error("{0}")]
+    QuotaExhausted(String),
     /// The store failed (500; details are logged, not returned).
     #[error("internal error")]
     Store(#[from] StoreError),
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::QuotaExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(_) | ApiError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +105,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/devices", post(enroll))
         .route("/v1/messages", post(send))
+        .route("/v1/tokens/{token}", delete(revoke))
         .route("/v1/device", get(crate::link::upgrade))
         .route(
             "/healthz",
@@ -221,12 +227,7 @@ async fn send(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     // Authenticate before looking at the body.
-    let key = bearer(&headers).ok_or(ApiError::Unauthorized)?;
-    let key_hash = ids::hash_secret(key);
-    let app = shared
-        .store(move |s| s.app_by_key_hash(&key_hash))
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let app = authenticate_app(&shared, &headers).await?;
 
     let raw = body(raw)?;
     let req: SendRequest = serde_json::from_slice(&raw)
@@ -241,13 +242,55 @@ async fn send(
             class.name()
         )));
     }
-    let record = shared.store(move |s| s.token(&token)).await?;
-    let record = match record {
-        Some(r) if r.state == TokenState::Live && r.app_id == app.app_id => r,
-        // Unknown, revoked, and another app's tokens look the same to the caller.
-        _ => return Err(ApiError::NotFound("unknown token".into())),
-    };
+    let record = live_token(&shared, &app, token).await?;
     accept(&shared, &app.app_id, &record.device_id, &mut n).await
+}
+
+/// The app whose API key the request carries.
+async fn authenticate_app(shared: &Shared, headers: &HeaderMap) -> Result<AppRecord, ApiError> {
+    let key = bearer(headers).ok_or(ApiError::Unauthorized)?;
+    let key_hash = ids::hash_secret(key);
+    shared
+        .store(move |s| s.app_by_key_hash(&key_hash))
+        .await?
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// The record of a live token of `app`; unknown, revoked and another app's
+/// tokens all look the same to the caller (404).
+async fn live_token(
+    shared: &Shared,
+    app: &AppRecord,
+    token: String,
+) -> Result<TokenRecord, ApiError> {
+    match shared.store(move |s| s.token(&token)).await? {
+        Some(r) if r.state == TokenState::Live && r.app_id == app.app_id => Ok(r),
+        _ => Err(ApiError::NotFound("unknown token".into())),
+    }
+}
+
+/// `DELETE /v1/tokens/{token}`: the app server revokes a token (forced
+/// logout). Sends to it answer 404 from now on, its queued messages are
+/// dropped, and a connected device is told with `TokenRevoked`.
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let app = authenticate_app(&shared, &headers).await?;
+    live_token(&shared, &app, token.clone()).await?;
+    let t = token.clone();
+    let Some(record) = shared.store(move |s| s.revoke_exact(&t)).await? else {
+        // Revoked concurrently (e.g. the device unregistered).
+        return Err(ApiError::NotFound("unknown token".into()));
+    };
+    let poke = Poke::TokenRevoked {
+        app_id: record.app_id.clone(),
+        token,
+    };
+    let online = shared.registry.poke(&record.device_id, poke);
+    tracing::info!(device_id = %record.device_id, app_id = %record.app_id, online, "token revoked by the app server");
+    Ok(axum::Json(json!({ "revoked": true })).into_response())
 }
 
 impl ClassJson {
@@ -356,6 +399,19 @@ pub(crate) async fn accept(
             axum::Json(json!({ "message_id": message_id, "dropped": "device offline" }))
                 .into_response(),
         );
+    }
+    if let Some(limit) = shared.config.operational_daily_quota {
+        if n.class == MessageClass::ClassOperational as i32 {
+            let (app, day) = (app_id.to_owned(), n.sent_at_ms / 86_400_000);
+            if !shared
+                .store(move |s| s.take_quota(&app, day, limit))
+                .await?
+            {
+                return Err(ApiError::QuotaExhausted(format!(
+                    "app {app_id} used its daily quota of {limit} operational messages"
+                )));
+            }
+        }
     }
     let stored = n.clone();
     let device = device_id.to_owned();

@@ -59,6 +59,10 @@ pub struct Config {
     /// Upper heartbeat bound announced in `ServerHello`.
     #[serde(default = "default_heartbeat_max")]
     pub heartbeat_max_s: u32,
+    /// Per-app daily limit (UTC days) on messages of class "operational";
+    /// absent = unlimited. Sends beyond it answer 429.
+    #[serde(default)]
+    pub operational_daily_quota: Option<u64>,
 }
 
 fn default_heartbeat_min() -> u32 {

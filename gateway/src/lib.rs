@@ -42,6 +42,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ... and this long to send a request's headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// At shutdown, in-flight requests get this long to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Errors starting a gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -230,7 +233,11 @@ async fn serve_connection(
         r = conn.as_mut() => r,
         () = stopping(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            // In-flight requests finish; a client stalling one is cut off.
+            match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
         }
     };
     if let Err(error) = result {

@@ -33,6 +33,8 @@ use crate::store::StoreError;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most unacked `Deliver`s in flight, and the replay batch size.
 pub const WINDOW: usize = 256;
+/// A frame that cannot be written within this time ends the session.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// WebSocket message cap: a little above the frame cap so an oversized frame
 /// still reaches our codec and gets a proper `ERROR_BAD_FRAME`.
 const WS_MAX_MESSAGE: usize = MAX_FRAME_LEN + 4096;
@@ -43,6 +45,9 @@ pub enum LinkError {
     /// The WebSocket failed (I/O, protocol, size cap).
     #[error("websocket: {0}")]
     Ws(#[source] axum::Error),
+    /// The peer did not take a frame within [`WRITE_TIMEOUT`].
+    #[error("write timed out")]
+    WriteTimeout,
     /// A frame did not decode.
     #[error("bad frame: {0}")]
     BadFrame(#[source] CodecError),
@@ -192,10 +197,16 @@ impl Link {
 
     async fn send(&mut self, body: Body) -> Result<(), LinkError> {
         let bytes = device_codec::encode(&device_codec::frame(body)).map_err(LinkError::Encode)?;
-        self.socket
-            .send(Message::Binary(bytes.into()))
-            .await
-            .map_err(LinkError::Ws)
+        // A peer that stops reading must not pin this task (and shutdown) forever.
+        match tokio::time::timeout(
+            WRITE_TIMEOUT,
+            self.socket.send(Message::Binary(bytes.into())),
+        )
+        .await
+        {
+            Ok(sent) => sent.map_err(LinkError::Ws),
+            Err(_) => Err(LinkError::WriteTimeout),
+        }
     }
 
     async fn send_error(
@@ -222,7 +233,7 @@ impl Link {
 
     /// Best-effort close handshake; the connection is dropped afterwards anyway.
     async fn close(mut self) {
-        let _ = self.socket.send(Message::Close(None)).await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(None))).await;
     }
 
     /// Ends a session that failed: tells the device why when the protocol says
@@ -234,6 +245,10 @@ impl Link {
                 let _ = self
                     .send_error(ErrorCode::ErrorBadFrame, &error.to_string(), 0)
                     .await;
+            }
+            LinkError::WriteTimeout => {
+                tracing::info!(device_id = %self.device_id, "closing link: the device stopped reading");
+                return;
             }
             LinkError::Ws(_) => {
                 // Usually the connection is gone and this send fails silently;
@@ -343,14 +358,7 @@ impl Session {
                     }
                 }
                 poke = self.pokes.recv(), if pokes_open => match poke {
-                    Some(Poke::Message { high_priority }) => {
-                        self.pending = true;
-                        if self.idle && !high_priority {
-                            self.held = true;
-                        } else {
-                            self.flush().await?;
-                        }
-                    }
+                    Some(poke) => self.on_poke(poke, true).await?,
                     // The registry dropped our handle: `replaced` fires too.
                     None => pokes_open = false,
                 },
@@ -372,8 +380,8 @@ impl Session {
                 // A heartbeat: the radio is up, so deliver everything waiting —
                 // held messages and any poke not yet looked at — before the Pong,
                 // and the exchange stays one burst.
-                while let Ok(Poke::Message { .. }) = self.pokes.try_recv() {
-                    self.pending = true;
+                while let Ok(poke) = self.pokes.try_recv() {
+                    self.on_poke(poke, false).await?;
                 }
                 if self.pending {
                     self.flush().await?;
@@ -406,6 +414,31 @@ impl Session {
             | Body::TokenRevoked(_) => return Err(LinkError::Unexpected("a gateway-only frame")),
         }
         Ok(Next::Continue)
+    }
+
+    /// A poke from the send path. `deliver_now`: flush unless held by idle
+    /// (otherwise the caller flushes).
+    async fn on_poke(&mut self, poke: Poke, deliver_now: bool) -> Result<(), LinkError> {
+        match poke {
+            Poke::Message { high_priority } => {
+                self.pending = true;
+                if self.idle && !high_priority {
+                    self.held = true;
+                } else if deliver_now {
+                    self.flush().await?;
+                }
+            }
+            Poke::TokenRevoked { app_id, token } => {
+                let reason = "revoked by the app server".to_owned();
+                let frame = device::TokenRevoked {
+                    app_id,
+                    token,
+                    reason,
+                };
+                self.link.send(Body::TokenRevoked(frame)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Cumulative ack: deletes everything <= seq. An ack beyond what was sent

@@ -19,12 +19,20 @@ use tokio::sync::{Notify, mpsc};
 pub const POKE_CAPACITY: usize = 16;
 
 /// What a poke tells a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Poke {
     /// A message was committed to the device's queue.
     Message {
         /// High priority: deliver even while the device is idle.
         high_priority: bool,
+    },
+    /// The app server revoked a token (forced logout); tell the device.
+    /// Best effort: dropped if the channel is full or the device is offline.
+    TokenRevoked {
+        /// The token's app.
+        app_id: String,
+        /// The revoked token.
+        token: String,
     },
 }
 

@@ -132,6 +132,15 @@ pub trait Store: Send + Sync + 'static {
     /// queued messages for that app. Returns the revoked token.
     fn revoke_token(&self, device_id: &str, app_id: &str) -> Result<Option<String>, StoreError>;
 
+    /// Revokes exactly `token` if it is live (forced logout by the app server)
+    /// and drops the device's queued messages for its app. Returns the record
+    /// as it was, `None` if the token is unknown or already revoked.
+    fn revoke_exact(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Takes one unit of `app_id`'s quota for UTC day number `day`; `false`
+    /// (and nothing taken) when `limit` units were already taken that day.
+    fn take_quota(&self, app_id: &str, day: u64, limit: u64) -> Result<bool, StoreError>;
+
     /// What a token points at (live or revoked), `None` if never issued.
     fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
 

@@ -34,6 +34,8 @@ const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
 /// Entries may point at already-acked seqs; removing a missing seq is harmless
 /// and seqs are never reused.
 const COLLAPSE: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("collapse");
+/// (app_id, UTC day number) -> operational messages accepted that day.
+const QUOTA: TableDefinition<(&str, u64), u64> = TableDefinition::new("quota");
 
 /// The redb-backed store.
 pub struct RedbStore {
@@ -106,8 +108,62 @@ impl RedbStore {
         txn.open_table(QUEUE)?;
         txn.open_table(LAST_SEQ)?;
         txn.open_table(COLLAPSE)?;
+        txn.open_table(QUOTA)?;
         txn.commit()?;
         Ok(Self { db })
+    }
+
+    /// Marks `token` revoked and removes it as the live token of (device, app)
+    /// if it is that.
+    fn mark_revoked(
+        txn: &redb::WriteTransaction,
+        device_id: &str,
+        app_id: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let rec = TokenRecord {
+            device_id: device_id.to_owned(),
+            app_id: app_id.to_owned(),
+            state: TokenState::Revoked,
+        };
+        let json = serde_json::to_vec(&rec).map_err(|e| corrupt("tokens", e))?;
+        txn.open_table(TOKENS)?.insert(token, json.as_slice())?;
+        let mut live = txn.open_table(LIVE_TOKENS)?;
+        let is_live = live
+            .get((device_id, app_id))?
+            .is_some_and(|g| g.value() == token);
+        if is_live {
+            live.remove((device_id, app_id))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a device's queued messages for one app, and the app's collapse keys.
+    fn drop_app_messages(
+        txn: &redb::WriteTransaction,
+        device_id: &str,
+        app_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut doomed = Vec::new();
+        {
+            let queue = txn.open_table(QUEUE)?;
+            for entry in queue.range((device_id, 0)..=(device_id, u64::MAX))? {
+                let (k, v) = entry?;
+                if decode_notification(v.value())?.app_id == app_id {
+                    doomed.push(k.value().1);
+                }
+            }
+        }
+        Self::delete_seqs(txn, device_id, &doomed)?;
+        // Forget the app's collapse keys so the index does not grow with dead
+        // registrations. (A key starting with U+10FFFF escapes this range; such
+        // a straggler only points at a deleted seq, which is harmless.)
+        let mut collapse = txn.open_table(COLLAPSE)?;
+        collapse.retain_in(
+            (device_id, app_id, "")..(device_id, app_id, "\u{10FFFF}"),
+            |_, _| false,
+        )?;
+        Ok(())
     }
 
     /// Deletes queued seqs of a device inside an open write transaction.
@@ -214,46 +270,54 @@ impl Store for RedbStore {
 
     fn revoke_token(&self, device_id: &str, app_id: &str) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_write()?;
-        let revoked = {
-            let mut live = txn.open_table(LIVE_TOKENS)?;
-            let token = live
-                .remove((device_id, app_id))?
-                .map(|g| g.value().to_owned());
-            if let Some(token) = &token {
-                let rec = TokenRecord {
-                    device_id: device_id.to_owned(),
-                    app_id: app_id.to_owned(),
-                    state: TokenState::Revoked,
-                };
-                let json = serde_json::to_vec(&rec).map_err(|e| corrupt("tokens", e))?;
-                txn.open_table(TOKENS)?
-                    .insert(token.as_str(), json.as_slice())?;
+        let token = txn
+            .open_table(LIVE_TOKENS)?
+            .get((device_id, app_id))?
+            .map(|g| g.value().to_owned());
+        if let Some(token) = &token {
+            Self::mark_revoked(&txn, device_id, app_id, token)?;
+        }
+        // Drop the app's queued messages whether or not a token was live: a
+        // message cannot outlive the registration it was sent to.
+        Self::drop_app_messages(&txn, device_id, app_id)?;
+        txn.commit()?;
+        Ok(token)
+    }
+
+    fn revoke_exact(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = txn
+            .open_table(TOKENS)?
+            .get(token)?
+            .map(|g| serde_json::from_slice::<TokenRecord>(g.value()))
+            .transpose()
+            .map_err(|e| corrupt("tokens", e))?;
+        let Some(record) = record.filter(|r| r.state == TokenState::Live) else {
+            txn.abort()?;
+            return Ok(None);
+        };
+        Self::mark_revoked(&txn, &record.device_id, &record.app_id, token)?;
+        Self::drop_app_messages(&txn, &record.device_id, &record.app_id)?;
+        txn.commit()?;
+        Ok(Some(record))
+    }
+
+    fn take_quota(&self, app_id: &str, day: u64, limit: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let taken = {
+            let mut quota = txn.open_table(QUOTA)?;
+            // Earlier days are over: forget them.
+            quota.retain_in((app_id, 0)..(app_id, day), |_, _| false)?;
+            let used = quota.get((app_id, day))?.map(|g| g.value()).unwrap_or(0);
+            if used < limit {
+                quota.insert((app_id, day), used + 1)?;
+                true
+            } else {
+                false
             }
-            // Drop the app's queued messages (whether or not a token was live: a
-            // message cannot outlive the registration it was sent to).
-            let mut doomed = Vec::new();
-            {
-                let queue = txn.open_table(QUEUE)?;
-                for entry in queue.range((device_id, 0)..=(device_id, u64::MAX))? {
-                    let (k, v) = entry?;
-                    if decode_notification(v.value())?.app_id == app_id {
-                        doomed.push(k.value().1);
-                    }
-                }
-            }
-            Self::delete_seqs(&txn, device_id, &doomed)?;
-            // Forget the app's collapse keys so the index does not grow with dead
-            // registrations. (A key starting with U+10FFFF escapes this range; such
-            // a straggler only points at a deleted seq, which is harmless.)
-            let mut collapse = txn.open_table(COLLAPSE)?;
-            collapse.retain_in(
-                (device_id, app_id, "")..(device_id, app_id, "\u{10FFFF}"),
-                |_, _| false,
-            )?;
-            token
         };
         txn.commit()?;
-        Ok(revoked)
+        Ok(taken)
     }
 
     fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {

@@ -169,3 +169,70 @@ async fn admin_refuses_while_running_and_works_after_shutdown() {
     let key = admin::add_app(&config, "late.app", &["system".into()]).unwrap();
     assert!(key.len() >= 43);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_quota() {
+    let gw = TestGateway::start_with(|c| c.operational_daily_quota = Some(2)).await;
+    let (_creds, _link, token) = gw.device().await;
+    for _ in 0..2 {
+        let (status, _) = gw.send(json!({"token": token})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, body) = gw
+        .send(json!({"token": token, "class": "operational"}))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body["error"].is_string());
+    // Other classes are not counted.
+    let (status, _) = gw.send(json!({"token": token, "class": "important"})).await;
+    assert_eq!(status, StatusCode::OK);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_server_revokes_a_token() {
+    use syspush_proto::device::frame::Body;
+    let gw = TestGateway::start().await;
+    let (_creds, mut link, token) = gw.device().await;
+    let path = format!("/v1/tokens/{token}");
+    // Only the token's own app may revoke it.
+    let (status, _) = gw
+        .request(Method::DELETE, &path, Some(&gw.other_key), b"")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = gw.request(Method::DELETE, &path, None, b"").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = gw
+        .request(Method::DELETE, &path, Some(&gw.app_key), b"")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    match link.body().await {
+        Body::TokenRevoked(t) => {
+            assert_eq!((t.app_id.as_str(), t.token.as_str()), (APP, token.as_str()))
+        }
+        other => panic!("expected TokenRevoked, got {other:?}"),
+    }
+    let (status, _) = gw.send(json!({"token": token})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = gw
+        .request(Method::DELETE, &path, Some(&gw.app_key), b"")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The device can register again and gets a new token.
+    assert_ne!(link.register(5, APP).await, token);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume() {
+    let gw = TestGateway::start().await;
+    // Same client config (and so session cache) for both connections.
+    let (status, _) = gw.request(Method::GET, "/healthz", None, b"").await;
+    assert_eq!(status, StatusCode::OK);
+    let tls = gw.tls().await;
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    gw.shutdown().await;
+}

@@ -267,6 +267,27 @@ async fn bad_frames_close_without_losing_messages() {
         .unwrap();
     expect_error(link.body().await, ErrorCode::ErrorBadFrame);
 
+    // WebSocket-level pings are answered by the library.
+    let mut link = gw.connect().await;
+    link.hello(&creds, 0, false).await;
+    link.ws
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(common::WAIT, futures_util::StreamExt::next(&mut link.ws))
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Pong(p))) => {
+                assert_eq!(p.as_ref(), b"are you there");
+                break;
+            }
+            Some(Ok(Message::Binary(_))) => {}
+            other => panic!("expected Pong, got {other:?}"),
+        }
+    }
+
     // Text, and register for an unknown app (an error, but the link stays up).
     let mut link = gw.connect().await;
     link.hello(&creds, 0, false).await;

@@ -51,8 +51,13 @@ pub fn config_in(dir: &std::path::Path) -> Config {
 
 impl TestGateway {
     pub async fn start() -> TestGateway {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
-        let config = config_in(dir.path());
+        let mut config = config_in(dir.path());
+        tweak(&mut config);
         let app_key = admin::add_app(&config, APP, &["important".into()]).unwrap();
         let other_key = admin::add_app(&config, OTHER_APP, &[]).unwrap();
         let gateway = Gateway::start(config.clone()).await.unwrap();
