@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -275,9 +275,10 @@ async fn live_token(
 async fn revoke(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Path(token): Path<String>,
+    token: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let app = authenticate_app(&shared, &headers).await?;
+    let Path(token) = token.map_err(|e| ApiError::BadRequest(format!("bad token in path: {e}")))?;
     live_token(&shared, &app, token.clone()).await?;
     let t = token.clone();
     let Some(record) = shared.store(move |s| s.revoke_exact(&t)).await? else {
@@ -400,17 +401,16 @@ pub(crate) async fn accept(
                 .into_response(),
         );
     }
-    if let Some(limit) = shared.config.operational_daily_quota {
-        if n.class == MessageClass::ClassOperational as i32 {
-            let (app, day) = (app_id.to_owned(), n.sent_at_ms / 86_400_000);
-            if !shared
-                .store(move |s| s.take_quota(&app, day, limit))
-                .await?
-            {
-                return Err(ApiError::QuotaExhausted(format!(
-                    "app {app_id} used its daily quota of {limit} operational messages"
-                )));
-            }
+    let quota = shared.config.operational_daily_quota;
+    if let Some(limit) = quota.filter(|_| n.class == MessageClass::ClassOperational as i32) {
+        let (app, day) = (app_id.to_owned(), n.sent_at_ms / 86_400_000);
+        if !shared
+            .store(move |s| s.take_quota(&app, day, limit))
+            .await?
+        {
+            return Err(ApiError::QuotaExhausted(format!(
+                "app {app_id} used its daily quota of {limit} operational messages"
+            )));
         }
     }
     let stored = n.clone();

@@ -74,6 +74,27 @@ fn default_heartbeat_max() -> u32 {
 }
 
 impl Config {
+    /// A config with default heartbeat bounds and no quota (for in-process use,
+    /// e.g. the quick start; paths are taken as given).
+    pub fn new(
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        tls_cert: impl Into<PathBuf>,
+        tls_key: impl Into<PathBuf>,
+        enrollment_key: impl Into<String>,
+    ) -> Config {
+        Config {
+            listen,
+            data_dir: data_dir.into(),
+            tls_cert: tls_cert.into(),
+            tls_key: tls_key.into(),
+            enrollment_key: enrollment_key.into(),
+            heartbeat_min_s: DEFAULT_HEARTBEAT_MIN_S,
+            heartbeat_max_s: DEFAULT_HEARTBEAT_MAX_S,
+            operational_daily_quota: None,
+        }
+    }
+
     /// Reads, parses and validates the file at `path`; relative paths inside it are
     /// resolved against the file's directory.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
