@@ -83,16 +83,23 @@ pub struct AppContext {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AppSockError + '_ {
-    move |source| AppSockError::Io { path: path.to_path_buf(), source }
+    move |source| AppSockError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Binds the socket: creates the parent directory, removes a stale socket
 /// (one nobody answers on), binds and makes it 0666.
 pub fn bind(path: &Path) -> Result<UnixListener, AppSockError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(io_err(parent))?;
-        }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(io_err(parent))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -144,7 +151,9 @@ enum Signal {
 }
 
 async fn next_signal(feed: &mut Option<Feed>) -> Signal {
-    let Some(f) = feed else { return std::future::pending().await };
+    let Some(f) = feed else {
+        return std::future::pending().await;
+    };
     loop {
         tokio::select! {
             r = f.sub.data.changed() => {
@@ -164,18 +173,32 @@ async fn next_signal(feed: &mut Option<Feed>) -> Signal {
 }
 
 fn msg(request_id: u64, body: daemon_message::Body) -> DaemonMessage {
-    DaemonMessage { request_id, body: Some(body) }
+    DaemonMessage {
+        request_id,
+        body: Some(body),
+    }
 }
 
 fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> DaemonMessage {
-    msg(request_id, daemon_message::Body::Error(app::Error { code: code as i32, message: message.into() }))
+    msg(
+        request_id,
+        daemon_message::Body::Error(app::Error {
+            code: code as i32,
+            message: message.into(),
+        }),
+    )
 }
 
 /// The Delivery for a stored notification: shown when it has something to
 /// show and the sender did not ask for a silent push.
 pub fn delivery(n: Notification) -> app::Delivery {
     let display = !n.disable_push && (!n.title.is_empty() || !n.desc.is_empty());
-    app::Delivery { notification: Some(n), display, lockscreen: display, sound: display }
+    app::Delivery {
+        notification: Some(n),
+        display,
+        lockscreen: display,
+        sound: display,
+    }
 }
 
 async fn connection(stream: UnixStream, ctx: Arc<AppContext>, shutdown: CancellationToken) {
@@ -241,7 +264,10 @@ async fn connection(stream: UnixStream, ctx: Arc<AppContext>, shutdown: Cancella
 
 /// Writes the next batch of stored messages after the cursor.
 async fn feed_batch(ctx: &AppContext, f: &mut Feed, conn: &mut Conn) -> Result<(), String> {
-    let batch = match ctx.store.list(f.sub.app_id(), f.cursor, FEED_BATCH, clock::wall_ms()) {
+    let batch = match ctx
+        .store
+        .list(f.sub.app_id(), f.cursor, FEED_BATCH, clock::wall_ms())
+    {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(app_id = f.sub.app_id(), error = %e, "cannot read inbox");
@@ -252,11 +278,16 @@ async fn feed_batch(ctx: &AppContext, f: &mut Feed, conn: &mut Conn) -> Result<(
     f.backlog = batch.len() == FEED_BATCH;
     for s in batch {
         f.cursor = s.arrival;
-        conn.feed(msg(0, daemon_message::Body::Notification(delivery(s.notification))))
-            .await
-            .map_err(|e| e.to_string())?;
+        conn.feed(msg(
+            0,
+            daemon_message::Body::Notification(delivery(s.notification)),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
     }
-    SinkExt::<DaemonMessage>::flush(conn).await.map_err(|e| e.to_string())
+    SinkExt::<DaemonMessage>::flush(conn)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn handle(
@@ -271,7 +302,11 @@ async fn handle(
     use app_request::Body;
     let id = req.request_id;
     let denied = |app_id: &str| {
-        error(id, ErrorCode::ErrorPermissionDenied, format!("uid {uid} may not act for app {app_id:?}"))
+        error(
+            id,
+            ErrorCode::ErrorPermissionDenied,
+            format!("uid {uid} may not act for app {app_id:?}"),
+        )
     };
     let reply = match req.body {
         None => error(id, ErrorCode::ErrorBadRequest, "empty or unknown request"),
@@ -279,22 +314,42 @@ async fn handle(
             if !ctx.policy.may_act(uid, &h.app_id) {
                 denied(&h.app_id)
             } else if let Some(f) = feed.as_ref() {
-                error(id, ErrorCode::ErrorBadRequest, format!("already subscribed to {:?} on this connection", f.sub.app_id()))
+                error(
+                    id,
+                    ErrorCode::ErrorBadRequest,
+                    format!(
+                        "already subscribed to {:?} on this connection",
+                        f.sub.app_id()
+                    ),
+                )
             } else {
                 // Subscribe before counting so nothing committed in between is missed.
                 let sub = ctx.hub.subscribe(&h.app_id);
                 match ctx.store.pending_count(&h.app_id, clock::wall_ms()) {
                     Ok(pending) => {
                         tracing::debug!(uid, app_id = h.app_id, pending, "app subscribed");
-                        *feed = Some(Feed { sub, cursor: 0, backlog: pending > 0 });
+                        *feed = Some(Feed {
+                            sub,
+                            cursor: 0,
+                            backlog: pending > 0,
+                        });
                         let pending = u32::try_from(pending).unwrap_or(u32::MAX);
-                        msg(id, daemon_message::Body::HelloOk(app::HelloOk { app_id: h.app_id, pending }))
+                        msg(
+                            id,
+                            daemon_message::Body::HelloOk(app::HelloOk {
+                                app_id: h.app_id,
+                                pending,
+                            }),
+                        )
                     }
                     Err(e) => error(id, ErrorCode::ErrorInternal, e.to_string()),
                 }
             }
         }
-        Some(Body::Ack(a)) => match ctx.store.ack(&a.message_ids, |app| ctx.policy.may_act(uid, app)) {
+        Some(Body::Ack(a)) => match ctx
+            .store
+            .ack(&a.message_ids, |app| ctx.policy.may_act(uid, app))
+        {
             Ok(removed) => msg(id, daemon_message::Body::AckOk(app::AckOk { removed })),
             Err(crate::store::StoreError::PermissionDenied(app)) => denied(&app),
             Err(e) => error(id, ErrorCode::ErrorInternal, e.to_string()),
@@ -327,7 +382,11 @@ enum Request {
 
 fn request_error(id: u64, e: RequestError) -> DaemonMessage {
     match e {
-        RequestError::Unavailable => error(id, ErrorCode::ErrorUnavailable, "gateway not reachable; try again"),
+        RequestError::Unavailable => error(
+            id,
+            ErrorCode::ErrorUnavailable,
+            "gateway not reachable; try again",
+        ),
         RequestError::Rejected { message, .. } => error(id, ErrorCode::ErrorBadRequest, message),
         RequestError::Store(m) => error(id, ErrorCode::ErrorInternal, m),
     }
@@ -342,20 +401,32 @@ async fn spawn_request(
     out: &mpsc::Sender<DaemonMessage>,
     permits: &Arc<Semaphore>,
 ) {
-    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+    let Ok(permit) = permits.clone().acquire_owned().await else {
+        return;
+    };
     let (link, out) = (ctx.link.clone(), out.clone());
     tokio::spawn(async move {
         let reply = match req {
-            Request::Register(app_id) => match clock::timeout(REQUEST_TIMEOUT, link.register(&app_id)).await {
-                Ok(Ok(token)) => msg(id, daemon_message::Body::Registered(app::Registered { app_id, token })),
-                Ok(Err(e)) => request_error(id, e),
-                Err(_) => request_error(id, RequestError::Unavailable),
-            },
-            Request::Unregister(app_id) => match clock::timeout(REQUEST_TIMEOUT, link.unregister(&app_id)).await {
-                Ok(Ok(())) => msg(id, daemon_message::Body::Unregistered(app::Unregistered { app_id })),
-                Ok(Err(e)) => request_error(id, e),
-                Err(_) => request_error(id, RequestError::Unavailable),
-            },
+            Request::Register(app_id) => {
+                match clock::timeout(REQUEST_TIMEOUT, link.register(&app_id)).await {
+                    Ok(Ok(token)) => msg(
+                        id,
+                        daemon_message::Body::Registered(app::Registered { app_id, token }),
+                    ),
+                    Ok(Err(e)) => request_error(id, e),
+                    Err(_) => request_error(id, RequestError::Unavailable),
+                }
+            }
+            Request::Unregister(app_id) => {
+                match clock::timeout(REQUEST_TIMEOUT, link.unregister(&app_id)).await {
+                    Ok(Ok(())) => msg(
+                        id,
+                        daemon_message::Body::Unregistered(app::Unregistered { app_id }),
+                    ),
+                    Ok(Err(e)) => request_error(id, e),
+                    Err(_) => request_error(id, RequestError::Unavailable),
+                }
+            }
         };
         let _ = out.send(reply).await;
         drop(permit);
@@ -394,8 +465,14 @@ pub fn status(ctx: &AppContext, uid: u32) -> app::Status {
     app::Status {
         connected: link.connected,
         gateway_url: ctx.gateway_url.clone(),
-        session_uptime_s: link.live_since.map(|t| now.saturating_sub(t).as_secs()).unwrap_or(0),
-        heartbeat_interval_s: link.heartbeat.map(|h| h.as_secs()).unwrap_or(ctx.heartbeat_s),
+        session_uptime_s: link
+            .live_since
+            .map(|t| now.saturating_sub(t).as_secs())
+            .unwrap_or(0),
+        heartbeat_interval_s: link
+            .heartbeat
+            .map(|h| h.as_secs())
+            .unwrap_or(ctx.heartbeat_s),
         last_pong_age_s: link.last_rx.map(|t| now.saturating_sub(t).as_secs()),
         reconnects: link.reconnects,
         apps,

@@ -11,7 +11,7 @@ use app::{AckRequest, Hello, RegisterRequest, StatusRequest};
 use daemon_message::Body as Out;
 
 struct Rig {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     store: Arc<Store>,
     hub: Arc<Hub>,
     path: PathBuf,
@@ -26,7 +26,12 @@ impl Drop for Rig {
 }
 
 fn app_cfg(id: &str, uids: &[u32]) -> AppConfig {
-    AppConfig { id: id.into(), uids: uids.to_vec(), wake_command: None, wake_min_interval_s: 30 }
+    AppConfig {
+        id: id.into(),
+        uids: uids.to_vec(),
+        wake_command: None,
+        wake_min_interval_s: 30,
+    }
 }
 
 fn rig(apps: &[AppConfig]) -> Rig {
@@ -49,17 +54,33 @@ fn rig(apps: &[AppConfig]) -> Rig {
     });
     let cancel = CancellationToken::new();
     tokio::spawn(serve(listener, ctx, cancel.clone()));
-    Rig { dir, store, hub, path, link_rx: Some(link_rx), cancel }
+    Rig {
+        _dir: dir,
+        store,
+        hub,
+        path,
+        link_rx: Some(link_rx),
+        cancel,
+    }
 }
 
 struct Client(Framed<UnixStream, DelimitedCodec<DaemonMessage>>);
 
 impl Client {
     async fn connect(path: &Path) -> Self {
-        Self(Framed::new(UnixStream::connect(path).await.expect("connect"), DelimitedCodec::new()))
+        Self(Framed::new(
+            UnixStream::connect(path).await.expect("connect"),
+            DelimitedCodec::new(),
+        ))
     }
     async fn send(&mut self, request_id: u64, body: app_request::Body) {
-        self.0.send(AppRequest { request_id, body: Some(body) }).await.expect("send");
+        self.0
+            .send(AppRequest {
+                request_id,
+                body: Some(body),
+            })
+            .await
+            .expect("send");
     }
     /// Next message; a bound only so that a broken daemon fails the test instead of hanging it.
     async fn recv(&mut self) -> Option<DaemonMessage> {
@@ -75,7 +96,12 @@ impl Client {
 }
 
 fn note(id: &str, app: &str, title: &str) -> Option<Notification> {
-    Some(Notification { message_id: id.into(), app_id: app.into(), title: title.into(), ..Default::default() })
+    Some(Notification {
+        message_id: id.into(),
+        app_id: app.into(),
+        title: title.into(),
+        ..Default::default()
+    })
 }
 
 fn delivered(b: Out) -> (String, bool) {
@@ -89,45 +115,110 @@ fn delivered(b: Out) -> (String, bool) {
 async fn hello_gets_pending_then_live_deliveries_and_ack_removes() {
     let r = rig(&[app_cfg("chat", &[])]);
     let now = clock::wall_ms();
-    r.store.commit(&[(1, note("m1", "chat", "hi")), (2, note("m2", "chat", "")), (3, note("x", "other", "t"))], now).expect("commit");
+    r.store
+        .commit(
+            &[
+                (1, note("m1", "chat", "hi")),
+                (2, note("m2", "chat", "")),
+                (3, note("x", "other", "t")),
+            ],
+            now,
+        )
+        .expect("commit");
 
     let mut a = Client::connect(&r.path).await;
-    a.send(7, app_request::Body::Hello(Hello { app_id: "chat".into() })).await;
-    assert_eq!(a.body().await, (7, Out::HelloOk(app::HelloOk { app_id: "chat".into(), pending: 2 })));
+    a.send(
+        7,
+        app_request::Body::Hello(Hello {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        a.body().await,
+        (
+            7,
+            Out::HelloOk(app::HelloOk {
+                app_id: "chat".into(),
+                pending: 2
+            })
+        )
+    );
     assert_eq!(delivered(a.body().await.1), ("m1".into(), true));
-    assert_eq!(delivered(a.body().await.1), ("m2".into(), false), "data-only is silent");
+    assert_eq!(
+        delivered(a.body().await.1),
+        ("m2".into(), false),
+        "data-only is silent"
+    );
 
     // A live one: committed, then announced through the hub.
-    let out = r.store.commit(&[(4, note("m3", "chat", "live"))], now).expect("commit");
+    let out = r
+        .store
+        .commit(&[(4, note("m3", "chat", "live"))], now)
+        .expect("commit");
     assert!(r.hub.publish("chat", out.stored[0].1));
     let (rid, b) = a.body().await;
     assert_eq!((rid, delivered(b)), (0, ("m3".into(), true)));
 
     // A second subscriber gets every pending message too.
     let mut b = Client::connect(&r.path).await;
-    b.send(1, app_request::Body::Hello(Hello { app_id: "chat".into() })).await;
-    assert!(matches!(b.body().await.1, Out::HelloOk(app::HelloOk { pending: 3, .. })));
+    b.send(
+        1,
+        app_request::Body::Hello(Hello {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
+    assert!(matches!(
+        b.body().await.1,
+        Out::HelloOk(app::HelloOk { pending: 3, .. })
+    ));
     for want in ["m1", "m2", "m3"] {
         assert_eq!(delivered(b.body().await.1).0, want);
     }
 
-    a.send(8, app_request::Body::Ack(AckRequest { message_ids: vec!["m1".into(), "m2".into(), "zz".into()] })).await;
+    a.send(
+        8,
+        app_request::Body::Ack(AckRequest {
+            message_ids: vec!["m1".into(), "m2".into(), "zz".into()],
+        }),
+    )
+    .await;
     assert_eq!(a.body().await, (8, Out::AckOk(app::AckOk { removed: 2 })));
     assert_eq!(r.store.pending_count("chat", now).expect("count"), 1);
 
     // A second Hello on one connection is refused, the connection lives on.
-    a.send(9, app_request::Body::Hello(Hello { app_id: "chat".into() })).await;
-    assert!(matches!(a.body().await, (9, Out::Error(e)) if e.code == ErrorCode::ErrorBadRequest as i32));
-    a.send(10, app_request::Body::Status(StatusRequest {})).await;
+    a.send(
+        9,
+        app_request::Body::Hello(Hello {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
+    assert!(
+        matches!(a.body().await, (9, Out::Error(e)) if e.code == ErrorCode::ErrorBadRequest as i32)
+    );
+    a.send(10, app_request::Body::Status(StatusRequest {}))
+        .await;
     match a.body().await {
         (10, Out::Status(s)) => {
             assert!(!s.connected);
             assert_eq!(s.heartbeat_interval_s, 270);
             assert_eq!(s.last_pong_age_s, None);
             assert_eq!(s.last_committed_seq, 4);
-            let chat = s.apps.iter().find(|a| a.app_id == "chat").expect("chat listed");
-            assert_eq!((chat.pending, chat.connected, chat.registered), (1, true, false));
-            assert!(s.apps.iter().any(|a| a.app_id == "other"), "root sees every app");
+            let chat = s
+                .apps
+                .iter()
+                .find(|a| a.app_id == "chat")
+                .expect("chat listed");
+            assert_eq!(
+                (chat.pending, chat.connected, chat.registered),
+                (1, true, false)
+            );
+            assert!(
+                s.apps.iter().any(|a| a.app_id == "other"),
+                "root sees every app"
+            );
         }
         other => panic!("expected status, got {other:?}"),
     }
@@ -138,25 +229,45 @@ async fn garbage_and_oversized_frames_close_only_that_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let r = rig(&[]);
     let mut good = Client::connect(&r.path).await;
-    for bad in [vec![3u8, 0xff, 0xff, 0xff], vec![0x80, 0x80, 0x40], vec![0xff; 11]] {
+    for bad in [
+        vec![3u8, 0xff, 0xff, 0xff],
+        vec![0x80, 0x80, 0x40],
+        vec![0xff; 11],
+    ] {
         let mut s = UnixStream::connect(&r.path).await.expect("connect");
         s.write_all(&bad).await.expect("write");
         let mut buf = Vec::new();
-        clock::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("closed in time").expect("read");
+        clock::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .expect("closed in time")
+            .expect("read");
         let mut bytes = bytes::BytesMut::from(&buf[..]);
-        let reply: DaemonMessage =
-            syspush_proto::app_codec::try_decode(&mut bytes).expect("decodes").expect("one message");
+        let reply: DaemonMessage = syspush_proto::app_codec::try_decode(&mut bytes)
+            .expect("decodes")
+            .expect("one message");
         assert!(
             matches!(&reply.body, Some(Out::Error(e)) if e.code == ErrorCode::ErrorBadFrame as i32),
             "{bad:?}: {reply:?}"
         );
-        assert!(bytes.is_empty(), "nothing after the error: the connection is closed");
+        assert!(
+            bytes.is_empty(),
+            "nothing after the error: the connection is closed"
+        );
     }
-    good.send(1, app_request::Body::Status(StatusRequest {})).await;
+    good.send(1, app_request::Body::Status(StatusRequest {}))
+        .await;
     assert!(matches!(good.body().await, (1, Out::Status(_))));
     // An empty request is a bad request, not a bad frame.
-    good.0.send(AppRequest { request_id: 2, body: None }).await.expect("send");
-    assert!(matches!(good.body().await, (2, Out::Error(e)) if e.code == ErrorCode::ErrorBadRequest as i32));
+    good.0
+        .send(AppRequest {
+            request_id: 2,
+            body: None,
+        })
+        .await
+        .expect("send");
+    assert!(
+        matches!(good.body().await, (2, Out::Error(e)) if e.code == ErrorCode::ErrorBadRequest as i32)
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -181,15 +292,52 @@ async fn register_and_unregister_go_through_the_link() {
         }
     });
     let mut c = Client::connect(&r.path).await;
-    c.send(5, app_request::Body::Register(RegisterRequest { app_id: "chat".into() })).await;
-    assert_eq!(c.body().await, (5, Out::Registered(app::Registered { app_id: "chat".into(), token: "tok-1".into() })));
-    c.send(6, app_request::Body::Unregister(app::UnregisterRequest { app_id: "chat".into() })).await;
-    assert_eq!(c.body().await, (6, Out::Unregistered(app::Unregistered { app_id: "chat".into() })));
+    c.send(
+        5,
+        app_request::Body::Register(RegisterRequest {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        c.body().await,
+        (
+            5,
+            Out::Registered(app::Registered {
+                app_id: "chat".into(),
+                token: "tok-1".into()
+            })
+        )
+    );
+    c.send(
+        6,
+        app_request::Body::Unregister(app::UnregisterRequest {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        c.body().await,
+        (
+            6,
+            Out::Unregistered(app::Unregistered {
+                app_id: "chat".into()
+            })
+        )
+    );
     fake.await.expect("fake link");
     assert_eq!(r.store.token("chat").expect("token"), None);
     // The link is gone now: unavailable, not a hang.
-    c.send(7, app_request::Body::Register(RegisterRequest { app_id: "chat".into() })).await;
-    assert!(matches!(c.body().await, (7, Out::Error(e)) if e.code == ErrorCode::ErrorUnavailable as i32));
+    c.send(
+        7,
+        app_request::Body::Register(RegisterRequest {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
+    assert!(
+        matches!(c.body().await, (7, Out::Error(e)) if e.code == ErrorCode::ErrorUnavailable as i32)
+    );
 }
 
 #[test]
@@ -197,10 +345,16 @@ fn bind_replaces_stale_sockets_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let l = bind(&path).expect("stale socket replaced");
-        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o666);
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o666
+        );
         assert!(matches!(bind(&path), Err(AppSockError::InUse(_))));
         drop(l);
         let file = dir.path().join("plain");
@@ -220,34 +374,74 @@ async fn another_uid_acts_only_for_its_own_apps() {
         return;
     }
     let r = rig(&[app_cfg("chat", &[1000]), app_cfg("own", &[NOBODY])]);
-    r.store.commit(&[(1, note("c1", "chat", "secret"))], clock::wall_ms()).expect("commit");
+    r.store
+        .commit(&[(1, note("c1", "chat", "secret"))], clock::wall_ms())
+        .expect("commit");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = tokio::process::Command::new(exe);
     child
-        .args(["--exact", "appsock::tests::peer_as_nobody", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "appsock::tests::peer_as_nobody",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(PEER_ENV, &r.path)
         .as_std_mut()
         .uid(NOBODY)
         .gid(NOBODY);
     let out = child.output().await.expect("run client as nobody");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client as uid {NOBODY} failed:\n{text}");
-    assert!(text.contains("peer checks passed"), "the helper did not run:\n{text}");
-    assert_eq!(r.store.pending_count("chat", clock::wall_ms()).expect("count"), 1, "refused ack removed nothing");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client as uid {NOBODY} failed:\n{text}"
+    );
+    assert!(
+        text.contains("peer checks passed"),
+        "the helper did not run:\n{text}"
+    );
+    assert_eq!(
+        r.store
+            .pending_count("chat", clock::wall_ms())
+            .expect("count"),
+        1,
+        "refused ack removed nothing"
+    );
 }
 
 /// Runs only as the child of `another_uid_acts_only_for_its_own_apps`.
 #[tokio::test(flavor = "current_thread")]
 async fn peer_as_nobody() {
-    let Some(path) = std::env::var_os(PEER_ENV) else { return };
+    let Some(path) = std::env::var_os(PEER_ENV) else {
+        return;
+    };
     assert_eq!(nix::unistd::getuid().as_raw(), NOBODY);
     let mut c = Client::connect(Path::new(&path)).await;
     let denied = |b: &(u64, Out), id: u64| matches!(b, (rid, Out::Error(e)) if *rid == id && e.code == ErrorCode::ErrorPermissionDenied as i32);
-    c.send(1, app_request::Body::Hello(Hello { app_id: "chat".into() })).await;
+    c.send(
+        1,
+        app_request::Body::Hello(Hello {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
     assert!(denied(&c.body().await, 1));
-    c.send(2, app_request::Body::Register(RegisterRequest { app_id: "chat".into() })).await;
+    c.send(
+        2,
+        app_request::Body::Register(RegisterRequest {
+            app_id: "chat".into(),
+        }),
+    )
+    .await;
     assert!(denied(&c.body().await, 2));
-    c.send(3, app_request::Body::Ack(AckRequest { message_ids: vec!["c1".into()] })).await;
+    c.send(
+        3,
+        app_request::Body::Ack(AckRequest {
+            message_ids: vec!["c1".into()],
+        }),
+    )
+    .await;
     assert!(denied(&c.body().await, 3));
     c.send(4, app_request::Body::Status(StatusRequest {})).await;
     match c.body().await {
@@ -257,7 +451,13 @@ async fn peer_as_nobody() {
         }
         other => panic!("expected status, got {other:?}"),
     }
-    c.send(5, app_request::Body::Hello(Hello { app_id: "own".into() })).await;
+    c.send(
+        5,
+        app_request::Body::Hello(Hello {
+            app_id: "own".into(),
+        }),
+    )
+    .await;
     assert!(matches!(c.body().await, (5, Out::HelloOk(_))));
-    println!("peer checks passed");
+    eprintln!("peer checks passed");
 }

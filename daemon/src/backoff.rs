@@ -20,7 +20,10 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        Self { base: Duration::from_secs(1), cap: Duration::from_secs(300) }
+        Self {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(300),
+        }
     }
 }
 
@@ -43,7 +46,11 @@ impl Backoff {
             return Duration::ZERO;
         }
         let shift = (self.attempt - 1).min(31);
-        self.cfg.base.checked_mul(1u32 << shift).unwrap_or(self.cfg.cap).min(self.cfg.cap)
+        self.cfg
+            .base
+            .checked_mul(1u32 << shift)
+            .unwrap_or(self.cfg.cap)
+            .min(self.cfg.cap)
     }
 
     /// Draws the next delay from `random` (any u64) and counts the failure.
@@ -97,7 +104,11 @@ mod tests {
         let d2 = b3.next_delay(98_765);
         assert_ne!(d1, d2);
         assert!(d1 <= c && d2 <= c);
-        assert_eq!(b3.clone().next_delay(0), Duration::ZERO, "zero is a valid full-jitter draw");
+        assert_eq!(
+            b3.clone().next_delay(0),
+            Duration::ZERO,
+            "zero is a valid full-jitter draw"
+        );
     }
 
     #[test]

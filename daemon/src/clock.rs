@@ -29,12 +29,18 @@ pub fn now() -> Duration {
     let ts = clock_gettime(ClockId::CLOCK_BOOTTIME)
         .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
         .unwrap_or_else(|_| TimeSpec::new(0, 0));
-    Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().clamp(0, 999_999_999) as u32)
+    Duration::new(
+        ts.tv_sec().max(0) as u64,
+        ts.tv_nsec().clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// Wall clock, unix milliseconds (for message expiry only; never for timers).
 pub fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// `AsyncFd` wants `AsRawFd`; nix's `TimerFd` only offers `AsFd`.
@@ -59,8 +65,11 @@ pub struct Timer {
 impl Timer {
     /// Creates an unarmed timer. Needs a tokio runtime with I/O enabled.
     pub fn new() -> io::Result<Self> {
-        let tfd = TimerFd::new(TfdClock::CLOCK_BOOTTIME, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let tfd = TimerFd::new(
+            TfdClock::CLOCK_BOOTTIME,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         // `AsyncFd::new` is deprecated because a caller could hand it a raw fd
         // that is closed or replaced behind the reactor's back. Here the
         // wrapper owns the `OwnedFd` for the whole life of the `AsyncFd` and
@@ -82,7 +91,10 @@ impl Timer {
         self.fd
             .get_ref()
             .0
-            .set(Expiration::OneShot(spec), TimerSetTimeFlags::TFD_TIMER_ABSTIME)
+            .set(
+                Expiration::OneShot(spec),
+                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+            )
             .map_err(io::Error::from)?;
         loop {
             if now() >= deadline {
@@ -146,7 +158,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn timer_fires_for_past_and_near_deadlines() {
         let mut t = Timer::new().expect("timerfd");
-        t.sleep_until(Duration::from_nanos(1)).await.expect("past deadline");
+        t.sleep_until(Duration::from_nanos(1))
+            .await
+            .expect("past deadline");
         let deadline = now() + Duration::from_millis(5);
         t.sleep_until(deadline).await.expect("near deadline");
         assert!(now() >= deadline);
@@ -159,7 +173,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn timeout_expires_and_passes() {
         let pending = std::future::pending::<()>();
-        assert_eq!(timeout(Duration::from_millis(2), pending).await, Err(Elapsed));
+        assert_eq!(
+            timeout(Duration::from_millis(2), pending).await,
+            Err(Elapsed)
+        );
         assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
     }
 }

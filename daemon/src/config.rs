@@ -147,19 +147,19 @@ fn project_dirs() -> Option<directories::ProjectDirs> {
 }
 
 fn default_state_dir() -> PathBuf {
-    if !is_root() {
-        if let Some(d) = project_dirs() {
-            return d.data_dir().to_path_buf();
-        }
+    if !is_root()
+        && let Some(d) = project_dirs()
+    {
+        return d.data_dir().to_path_buf();
     }
     PathBuf::from("/var/lib/syspush")
 }
 
 fn default_socket_path() -> PathBuf {
-    if !is_root() {
-        if let Some(dir) = project_dirs().and_then(|d| d.runtime_dir().map(Path::to_path_buf)) {
-            return dir.join("syspushd.sock");
-        }
+    if !is_root()
+        && let Some(dir) = project_dirs().and_then(|d| d.runtime_dir().map(Path::to_path_buf))
+    {
+        return dir.join("syspushd.sock");
     }
     PathBuf::from("/run/syspush/syspushd.sock")
 }
@@ -183,7 +183,9 @@ pub fn default_config_path() -> PathBuf {
     if is_root() || system.exists() {
         return system;
     }
-    project_dirs().map(|d| d.config_dir().join("syspushd.toml")).unwrap_or(system)
+    project_dirs()
+        .map(|d| d.config_dir().join("syspushd.toml"))
+        .unwrap_or(system)
 }
 
 /// Where the link connects, parsed from `gateway`.
@@ -208,8 +210,13 @@ impl Endpoint {
 
 /// Parses a gateway base URL.
 pub fn parse_gateway(url: &str) -> Result<Endpoint, ConfigError> {
-    let bad = |reason: &str| ConfigError::Gateway { url: url.to_string(), reason: reason.to_string() };
-    let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+    let bad = |reason: &str| ConfigError::Gateway {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("https") => {}
         Some(other) => return Err(bad(&format!("scheme must be https, not {other}"))),
@@ -219,25 +226,41 @@ pub fn parse_gateway(url: &str) -> Result<Endpoint, ConfigError> {
     if authority.as_str().contains('@') {
         return Err(bad("user info is not allowed"));
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     if host.is_empty() {
         return Err(bad("missing host"));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(bad("must be a base URL without path or query (the link uses /v1/device)"));
+        return Err(bad(
+            "must be a base URL without path or query (the link uses /v1/device)",
+        ));
     }
-    Ok(Endpoint { host, port: authority.port_u16().unwrap_or(443) })
+    Ok(Endpoint {
+        host,
+        port: authority.port_u16().unwrap_or(443),
+    })
 }
 
 impl Config {
     /// Reads, parses and validates a config file (no network).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        // Relative paths in the file are relative to the file: anchor it first
+        // so the effective config (and error messages) show absolute paths.
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut cfg: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(e) })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         cfg.resolve_paths(&base);
         cfg.validate()?;
         Ok(cfg)
@@ -245,8 +268,10 @@ impl Config {
 
     /// Parses and validates TOML text; relative paths are resolved against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), source: Box::new(e) })?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            source: Box::new(e),
+        })?;
         cfg.resolve_paths(base);
         cfg.validate()?;
         Ok(cfg)
@@ -273,15 +298,25 @@ impl Config {
         }
         match (&self.device_id, &self.device_secret) {
             (Some(id), Some(secret)) if id.is_empty() || secret.expose().is_empty() => {
-                return Err(ConfigError::Invalid("device_id and device_secret must not be empty".into()));
+                return Err(ConfigError::Invalid(
+                    "device_id and device_secret must not be empty".into(),
+                ));
             }
             (Some(_), None) | (None, Some(_)) => {
-                return Err(ConfigError::Invalid("device_id and device_secret must be given together".into()));
+                return Err(ConfigError::Invalid(
+                    "device_id and device_secret must be given together".into(),
+                ));
             }
             _ => {}
         }
-        if self.enrollment_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
-            return Err(ConfigError::Invalid("enrollment_key must not be empty".into()));
+        if self
+            .enrollment_key
+            .as_ref()
+            .is_some_and(|k| k.expose().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "enrollment_key must not be empty".into(),
+            ));
         }
         if self.state_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("state_dir must not be empty".into()));
@@ -297,26 +332,41 @@ impl Config {
             )));
         }
         if !(1..=86_400).contains(&self.heartbeat_s) {
-            return Err(ConfigError::Invalid(format!("heartbeat_s = {} is not in 1..=86400", self.heartbeat_s)));
+            return Err(ConfigError::Invalid(format!(
+                "heartbeat_s = {} is not in 1..=86400",
+                self.heartbeat_s
+            )));
         }
         if !(1..=600).contains(&self.pong_timeout_s) {
-            return Err(ConfigError::Invalid(format!("pong_timeout_s = {} is not in 1..=600", self.pong_timeout_s)));
+            return Err(ConfigError::Invalid(format!(
+                "pong_timeout_s = {} is not in 1..=600",
+                self.pong_timeout_s
+            )));
         }
         let mut seen = HashSet::new();
         for app in &self.apps {
-            if app.id.is_empty() || app.id.len() > 255 || app.id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                return Err(ConfigError::Invalid(format!("app id {:?} must be 1-255 printable characters", app.id)));
+            if app.id.is_empty()
+                || app.id.len() > 255
+                || app.id.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "app id {:?} must be 1-255 printable characters",
+                    app.id
+                )));
             }
             if !seen.insert(app.id.as_str()) {
-                return Err(ConfigError::Invalid(format!("app {:?} is listed twice", app.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?} is listed twice",
+                    app.id
+                )));
             }
-            if let Some(cmd) = &app.wake_command {
-                if cmd.is_empty() || cmd[0].is_empty() {
-                    return Err(ConfigError::Invalid(format!(
-                        "app {:?}: wake_command must name a program",
-                        app.id
-                    )));
-                }
+            if let Some(cmd) = &app.wake_command
+                && (cmd.is_empty() || cmd[0].is_empty())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: wake_command must name a program",
+                    app.id
+                )));
             }
         }
         Ok(())
@@ -362,7 +412,13 @@ mod tests {
         let c = parse(MIN).expect("valid");
         assert_eq!(c.heartbeat_s, 270);
         assert_eq!(c.pong_timeout_s, 10);
-        assert_eq!(c.endpoint().expect("endpoint"), Endpoint { host: "127.0.0.1".into(), port: 8443 });
+        assert_eq!(
+            c.endpoint().expect("endpoint"),
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 8443
+            }
+        );
         assert!(c.apps.is_empty());
     }
 
@@ -378,7 +434,10 @@ mod tests {
         assert_eq!(c.apps[0].uids, vec![1000, 1001]);
         assert_eq!(c.apps[0].wake_min_interval_s, 30);
         let printed = c.to_toml_redacted();
-        assert!(printed.contains("<redacted>") && !printed.contains("\"k\""), "{printed}");
+        assert!(
+            printed.contains("<redacted>") && !printed.contains("\"k\""),
+            "{printed}"
+        );
         let again: Config = toml::from_str(&printed).expect("printed config parses");
         assert_eq!(again.apps, c.apps);
     }
@@ -400,9 +459,18 @@ mod tests {
             ("gateway = \"https://h\"\ndevice_id = \"d\"\n", "together"),
             (&format!("{MIN}heartbeat_s = 0\n"), "heartbeat_s"),
             (&format!("{MIN}pong_timeout_s = 0\n"), "pong_timeout_s"),
-            (&format!("{MIN}[[app]]\nid = \"a\"\n[[app]]\nid = \"a\"\n"), "twice"),
-            (&format!("{MIN}[[app]]\nid = \"a\"\nwake_command = []\n"), "wake_command"),
-            (&format!("{MIN}ca_file = \"/nonexistent/ca.pem\"\n"), "cannot read ca_file"),
+            (
+                &format!("{MIN}[[app]]\nid = \"a\"\n[[app]]\nid = \"a\"\n"),
+                "twice",
+            ),
+            (
+                &format!("{MIN}[[app]]\nid = \"a\"\nwake_command = []\n"),
+                "wake_command",
+            ),
+            (
+                &format!("{MIN}ca_file = \"/nonexistent/ca.pem\"\n"),
+                "cannot read ca_file",
+            ),
             (&format!("{MIN}heartbeat_s = \"often\"\n"), "invalid type"),
         ];
         for (text, want) in cases {
@@ -423,7 +491,10 @@ mod tests {
     #[test]
     fn gateway_url_forms() {
         assert_eq!(parse_gateway("https://example.com").expect("ok").port, 443);
-        assert_eq!(parse_gateway("https://example.com/").expect("ok").host, "example.com");
+        assert_eq!(
+            parse_gateway("https://example.com/").expect("ok").host,
+            "example.com"
+        );
         let v6 = parse_gateway("https://[::1]:9000").expect("ok");
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 9000));
         assert_eq!(v6.authority(), "[::1]:9000");

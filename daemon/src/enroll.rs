@@ -50,7 +50,11 @@ pub struct Enrolled {
 }
 
 /// Enrolls this device; returns its credentials.
-pub async fn enroll(tls_config: &Arc<ClientConfig>, ep: &Endpoint, key: &str) -> Result<Enrolled, EnrollError> {
+pub async fn enroll(
+    tls_config: &Arc<ClientConfig>,
+    ep: &Endpoint,
+    key: &str,
+) -> Result<Enrolled, EnrollError> {
     let stream = tls::dial(tls_config, ep).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(async move {

@@ -88,7 +88,12 @@ impl Hub {
             subscribers: 0,
         });
         e.subscribers += 1;
-        Subscription { hub: self.clone(), app_id: app_id.to_string(), data: e.data.subscribe(), events: e.events.subscribe() }
+        Subscription {
+            hub: self.clone(),
+            app_id: app_id.to_string(),
+            data: e.data.subscribe(),
+            events: e.events.subscribe(),
+        }
     }
 
     /// Announces a committed message; returns whether anyone is subscribed.
@@ -130,7 +135,10 @@ mod tests {
         assert!(s1.data.has_changed().expect("open"));
         assert_eq!(*s1.data.borrow_and_update(), 5);
         hub.event("a", AppEvent::TokenRevoked { reason: "x".into() });
-        assert_eq!(s1.events.try_recv().expect("event"), AppEvent::TokenRevoked { reason: "x".into() });
+        assert_eq!(
+            s1.events.try_recv().expect("event"),
+            AppEvent::TokenRevoked { reason: "x".into() }
+        );
         drop(s2);
         assert!(hub.connected("a"));
         drop(s1);

@@ -51,7 +51,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Link(#[from] link::LinkError),
     /// Neither stored nor configured credentials, and no enrollment key.
-    #[error("no device credentials: set enrollment_key (or device_id and device_secret) in the config")]
+    #[error(
+        "no device credentials: set enrollment_key (or device_id and device_secret) in the config"
+    )]
     NoCredentials,
     /// A daemon task panicked.
     #[error("internal task failed: {0}")]
@@ -67,14 +69,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let config = Arc::new(config);
     let notifier = Arc::new(notify::Notifier::from_env());
     let store = Arc::new(store::Store::open(&config.state_dir)?);
-    let have_creds = config.device_id.is_some() || config.enrollment_key.is_some() || store.credentials()?.is_some();
+    let have_creds = config.device_id.is_some()
+        || config.enrollment_key.is_some()
+        || store.credentials()?.is_some();
     if !have_creds {
         return Err(DaemonError::NoCredentials);
     }
     let tls = tls::client_config(config.ca_file.as_deref())?;
     let hub = hub::Hub::new();
     let cancel = CancellationToken::new();
-    let (link, handle) = link::Link::new(config.clone(), tls, store.clone(), hub.clone(), notifier.clone(), cancel.clone())?;
+    let (link, handle) = link::Link::new(
+        config.clone(),
+        tls,
+        store.clone(),
+        hub.clone(),
+        notifier.clone(),
+        cancel.clone(),
+    )?;
     let listener = appsock::bind(&config.socket_path)?;
     let ctx = Arc::new(appsock::AppContext {
         store: store.clone(),

@@ -139,14 +139,23 @@ impl LinkHandle {
     /// (for embedding with another transport, and for tests).
     pub fn channel() -> (Self, mpsc::Receiver<LinkCommand>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        (Self { commands: tx, status: Arc::new(Mutex::new(LinkStatus::default())) }, rx)
+        (
+            Self {
+                commands: tx,
+                status: Arc::new(Mutex::new(LinkStatus::default())),
+            },
+            rx,
+        )
     }
 
     /// Asks the gateway for `app_id`'s token (waits for a session; the caller bounds the wait).
     pub async fn register(&self, app_id: &str) -> Result<String, RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(LinkCommand::Register { app_id: app_id.to_string(), reply })
+            .send(LinkCommand::Register {
+                app_id: app_id.to_string(),
+                reply,
+            })
             .await
             .map_err(|_| RequestError::Unavailable)?;
         rx.await.map_err(|_| RequestError::Unavailable)?
@@ -156,7 +165,10 @@ impl LinkHandle {
     pub async fn unregister(&self, app_id: &str) -> Result<(), RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(LinkCommand::Unregister { app_id: app_id.to_string(), reply })
+            .send(LinkCommand::Unregister {
+                app_id: app_id.to_string(),
+                reply,
+            })
             .await
             .map_err(|_| RequestError::Unavailable)?;
         rx.await.map_err(|_| RequestError::Unavailable)?
@@ -229,24 +241,54 @@ impl Link {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let status = Arc::new(Mutex::new(LinkStatus::default()));
         let waker = Waker::from_apps(&config.apps);
-        let ctx = Ctx { config, endpoint, tls, store, hub, notifier, status: status.clone(), shutdown };
-        Ok((Self { ctx, commands: rx, waker }, LinkHandle { commands: tx, status }))
+        let ctx = Ctx {
+            config,
+            endpoint,
+            tls,
+            store,
+            hub,
+            notifier,
+            status: status.clone(),
+            shutdown,
+        };
+        Ok((
+            Self {
+                ctx,
+                commands: rx,
+                waker,
+            },
+            LinkHandle {
+                commands: tx,
+                status,
+            },
+        ))
     }
 
     /// Runs until shutdown: dial, serve the session, redial with backoff.
     pub async fn run(self) -> Result<(), LinkError> {
-        let Link { ctx, mut commands, waker } = self;
+        let Link {
+            ctx,
+            mut commands,
+            waker,
+        } = self;
         let mut timer = Timer::new().map_err(LinkError::Timer)?;
         let cfg = SessionConfig {
             heartbeat: Duration::from_secs(ctx.config.heartbeat_s.into()),
             pong_timeout: Duration::from_secs(ctx.config.pong_timeout_s.into()),
             ..SessionConfig::default()
         };
-        let mut d = Driver { session: Session::new(cfg, clock::now(), seed()?), queued: Vec::new(), replies: HashMap::new(), waker };
+        let mut d = Driver {
+            session: Session::new(cfg, clock::now(), seed()?),
+            queued: Vec::new(),
+            replies: HashMap::new(),
+            waker,
+        };
         loop {
             // Wait for the dial time, collecting app commands meanwhile.
             while !d.session.wants_dial(clock::now()) {
-                let Some(at) = d.session.poll_timeout() else { return Ok(()) };
+                let Some(at) = d.session.poll_timeout() else {
+                    return Ok(());
+                };
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     r = timer.sleep_until(at) => r.map_err(LinkError::Timer)?,
@@ -262,7 +304,9 @@ impl Link {
                 }
                 keep
             });
-            let Some(deadline) = d.session.poll_timeout() else { return Ok(()) };
+            let Some(deadline) = d.session.poll_timeout() else {
+                return Ok(());
+            };
             tracing::debug!(gateway = %ctx.config.gateway, "dialing");
             let dialed = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
@@ -295,13 +339,17 @@ impl Link {
 fn seed() -> Result<u64, LinkError> {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| LinkError::Random)?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| LinkError::Random)?;
     Ok(u64::from_le_bytes(b))
 }
 
 fn ws_config() -> WebSocketConfig {
     // Frames are capped at 64 KiB by the protocol; refuse bigger ones before buffering them.
-    WebSocketConfig::default().max_message_size(Some(MAX_FRAME_LEN)).max_frame_size(Some(MAX_FRAME_LEN))
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_LEN))
+        .max_frame_size(Some(MAX_FRAME_LEN))
 }
 
 /// Credentials (enrolling if needed), then TCP + TLS + WebSocket.
@@ -309,12 +357,21 @@ async fn connect(ctx: &Ctx) -> Result<(Ws, Hello), String> {
     let (device_id, secret) = credentials(ctx).await?;
     lock(&ctx.status).device_id = device_id.clone();
     let last_committed_seq = ctx.store.last_committed_seq().map_err(|e| e.to_string())?;
-    let stream = tls::dial(&ctx.tls, &ctx.endpoint).await.map_err(|e| e.to_string())?;
+    let stream = tls::dial(&ctx.tls, &ctx.endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
     let url = format!("wss://{}/v1/device", ctx.endpoint.authority());
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
         .await
         .map_err(|e| format!("WebSocket handshake: {e}"))?;
-    Ok((ws, Hello { device_id, secret, last_committed_seq }))
+    Ok((
+        ws,
+        Hello {
+            device_id,
+            secret,
+            last_committed_seq,
+        },
+    ))
 }
 
 async fn credentials(ctx: &Ctx) -> Result<(String, String), String> {
@@ -327,8 +384,12 @@ async fn credentials(ctx: &Ctx) -> Result<(String, String), String> {
     let Some(key) = &ctx.config.enrollment_key else {
         return Err("no credentials: set enrollment_key or device_id + device_secret".into());
     };
-    let e = enroll::enroll(&ctx.tls, &ctx.endpoint, key.expose()).await.map_err(|e| e.to_string())?;
-    ctx.store.set_credentials(&e.device_id, &e.secret).map_err(|e| e.to_string())?;
+    let e = enroll::enroll(&ctx.tls, &ctx.endpoint, key.expose())
+        .await
+        .map_err(|e| e.to_string())?;
+    ctx.store
+        .set_credentials(&e.device_id, &e.secret)
+        .map_err(|e| e.to_string())?;
     tracing::info!(device_id = %e.device_id, "enrolled with the gateway");
     Ok((e.device_id, e.secret))
 }
@@ -350,7 +411,9 @@ impl Driver {
             if self.session.is_disconnected() {
                 return Ok(Ended::Disconnected);
             }
-            let Some(deadline) = self.session.poll_timeout() else { return Ok(Ended::Disconnected) };
+            let Some(deadline) = self.session.poll_timeout() else {
+                return Ok(Ended::Disconnected);
+            };
             tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => {
@@ -394,19 +457,24 @@ impl Driver {
                     !self.session.is_disconnected()
                 }
                 Err(e) => {
-                    self.session.transport_failed(now, format!("bad frame from gateway: {e}"));
+                    self.session
+                        .transport_failed(now, format!("bad frame from gateway: {e}"));
                     false
                 }
             },
             // Answered by tungstenite itself; not our heartbeat.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => true,
             Some(Ok(Message::Text(_))) => {
-                self.session.transport_failed(now, "unexpected text message from gateway");
+                self.session
+                    .transport_failed(now, "unexpected text message from gateway");
                 false
             }
             Some(Ok(Message::Close(c))) => {
-                let why = c.map(|c| format!("{} {}", c.code, c.reason)).unwrap_or_default();
-                self.session.transport_failed(now, format!("closed by gateway {why}").trim_end());
+                let why = c
+                    .map(|c| format!("{} {}", c.code, c.reason))
+                    .unwrap_or_default();
+                self.session
+                    .transport_failed(now, format!("closed by gateway {why}").trim_end());
                 false
             }
             Some(Err(e)) => {
@@ -414,7 +482,8 @@ impl Driver {
                 false
             }
             None => {
-                self.session.transport_failed(now, "connection closed by gateway");
+                self.session
+                    .transport_failed(now, "connection closed by gateway");
                 false
             }
         }
@@ -430,7 +499,10 @@ impl Driver {
         if frames.is_empty() {
             return Ok(());
         }
-        let deadline = self.session.poll_timeout().unwrap_or_else(|| clock::now() + GOAWAY_GRACE);
+        let deadline = self
+            .session
+            .poll_timeout()
+            .unwrap_or_else(|| clock::now() + GOAWAY_GRACE);
         let send = async {
             for f in frames {
                 ws.feed(Message::Binary(f.into())).await?;
@@ -505,29 +577,54 @@ impl Driver {
 
     fn on_event(&mut self, ctx: &Ctx, ev: Event, batch: &mut Vec<(u64, Option<Notification>)>) {
         match ev {
-            Event::Established { session_id, heartbeat } => {
-                tracing::info!(session_id, heartbeat_s = heartbeat.as_secs(), reconnects = self.session.reconnects(), "link up");
-                ctx.notifier.status(&format!("connected to {}", ctx.config.gateway));
+            Event::Established {
+                session_id,
+                heartbeat,
+            } => {
+                tracing::info!(
+                    session_id,
+                    heartbeat_s = heartbeat.as_secs(),
+                    reconnects = self.session.reconnects(),
+                    "link up"
+                );
+                ctx.notifier
+                    .status(&format!("connected to {}", ctx.config.gateway));
                 for cmd in std::mem::take(&mut self.queued) {
                     self.submit(cmd);
                 }
             }
             Event::Deliver { seq, notification } => batch.push((seq, notification)),
-            Event::Registered { request_id, app_id, token } => {
-                let result = ctx.store.set_token(&app_id, &token).map(|_| token).map_err(|e| RequestError::Store(e.to_string()));
+            Event::Registered {
+                request_id,
+                app_id,
+                token,
+            } => {
+                let result = ctx
+                    .store
+                    .set_token(&app_id, &token)
+                    .map(|_| token)
+                    .map_err(|e| RequestError::Store(e.to_string()));
                 tracing::info!(app_id, ok = result.is_ok(), "registered");
                 if let Some(Reply::Register(r)) = self.replies.remove(&request_id) {
                     let _ = r.send(result);
                 }
             }
             Event::Unregistered { request_id, app_id } => {
-                let result = ctx.store.drop_app(&app_id).map(|_| ()).map_err(|e| RequestError::Store(e.to_string()));
+                let result = ctx
+                    .store
+                    .drop_app(&app_id)
+                    .map(|_| ())
+                    .map_err(|e| RequestError::Store(e.to_string()));
                 tracing::info!(app_id, ok = result.is_ok(), "unregistered");
                 if let Some(Reply::Unregister(r)) = self.replies.remove(&request_id) {
                     let _ = r.send(result);
                 }
             }
-            Event::RequestFailed { request_id, code, message } => {
+            Event::RequestFailed {
+                request_id,
+                code,
+                message,
+            } => {
                 tracing::warn!(request_id, code, message, "gateway refused a request");
                 let err = RequestError::Rejected { code, message };
                 match self.replies.remove(&request_id) {
@@ -540,7 +637,11 @@ impl Driver {
                     None => {}
                 }
             }
-            Event::TokenRevoked { app_id, token, reason } => {
+            Event::TokenRevoked {
+                app_id,
+                token,
+                reason,
+            } => {
                 tracing::info!(app_id, reason, "token revoked by the gateway");
                 if let Err(e) = ctx.store.remove_token(&app_id, Some(&token)) {
                     tracing::error!(app_id, error = %e, "cannot drop revoked token");

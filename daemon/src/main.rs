@@ -26,7 +26,9 @@ struct Args {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -48,7 +50,10 @@ fn real_main() -> anyhow::Result<()> {
     }
     let path = args.config.unwrap_or_else(default_config_path);
     let cfg = Config::load(&path)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     rt.block_on(async {
         let shutdown = shutdown_signal()?;
         syspushd::run(cfg, shutdown).await.context("syspushd")

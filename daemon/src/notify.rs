@@ -44,10 +44,10 @@ impl Notifier {
     }
 
     fn send(&self, msg: &str) {
-        if let Some((sock, addr)) = &self.target {
-            if let Err(e) = sock.send_to_addr(msg.as_bytes(), addr) {
-                tracing::debug!(error = %e, msg, "sd_notify failed");
-            }
+        if let Some((sock, addr)) = &self.target
+            && let Err(e) = sock.send_to_addr(msg.as_bytes(), addr)
+        {
+            tracing::debug!(error = %e, msg, "sd_notify failed");
         }
     }
 
@@ -80,7 +80,11 @@ mod tests {
         n.ready();
         let mut buf = [0u8; 256];
         let len = rx.recv(&mut buf).expect("recv");
-        assert!(String::from_utf8_lossy(&buf[..len]).lines().any(|l| l == "READY=1"));
+        assert!(
+            String::from_utf8_lossy(&buf[..len])
+                .lines()
+                .any(|l| l == "READY=1")
+        );
 
         let name = format!("syspushd-test-{}", std::process::id());
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");

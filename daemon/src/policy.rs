@@ -28,7 +28,11 @@ impl Policy {
 
     /// Whether `uid` may act for `app_id`.
     pub fn may_act(&self, uid: u32, app_id: &str) -> bool {
-        uid == 0 || self.by_uid.get(&uid).is_some_and(|apps| apps.contains(app_id))
+        uid == 0
+            || self
+                .by_uid
+                .get(&uid)
+                .is_some_and(|apps| apps.contains(app_id))
     }
 
     /// The app ids `uid` owns (root: every configured app).
@@ -36,7 +40,10 @@ impl Policy {
         if uid == 0 {
             return self.apps.iter().cloned().collect();
         }
-        self.by_uid.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.by_uid
+            .get(&uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every configured app id.
@@ -50,7 +57,12 @@ mod tests {
     use super::*;
 
     fn app(id: &str, uids: &[u32]) -> AppConfig {
-        AppConfig { id: id.into(), uids: uids.to_vec(), wake_command: None, wake_min_interval_s: 30 }
+        AppConfig {
+            id: id.into(),
+            uids: uids.to_vec(),
+            wake_command: None,
+            wake_min_interval_s: 30,
+        }
     }
 
     #[test]

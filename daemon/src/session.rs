@@ -80,6 +80,9 @@ pub enum CloseReason {
 }
 
 /// Something the driver must act on.
+// Deliver carries a whole Notification inline: events live for one drain of
+// a short queue, so boxing would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// ServerHello received: the session is up.
@@ -236,28 +239,36 @@ impl Session {
     /// The driver started dialing (TCP + TLS + WebSocket).
     pub fn dial_started(&mut self, now: Duration) {
         if let Phase::Waiting { .. } = self.phase {
-            self.phase = Phase::Dialing { deadline: now + self.cfg.handshake_timeout };
+            self.phase = Phase::Dialing {
+                deadline: now + self.cfg.handshake_timeout,
+            };
         }
     }
 
     /// The WebSocket is open: queues the ClientHello.
     pub fn transport_open(&mut self, _now: Duration, hello: Hello) {
-        let Phase::Dialing { deadline } = self.phase else { return };
+        let Phase::Dialing { deadline } = self.phase else {
+            return;
+        };
         self.acked_seq = hello.last_committed_seq;
         self.transmit.clear();
-        self.transmit.push_back(frame(Body::ClientHello(device::ClientHello {
-            device_id: hello.device_id,
-            secret: hello.secret,
-            protocol_version: PROTOCOL_VERSION,
-            last_committed_seq: hello.last_committed_seq,
-            idle: false,
-        })));
+        self.transmit
+            .push_back(frame(Body::ClientHello(device::ClientHello {
+                device_id: hello.device_id,
+                secret: hello.secret,
+                protocol_version: PROTOCOL_VERSION,
+                last_committed_seq: hello.last_committed_seq,
+                idle: false,
+            })));
         self.phase = Phase::Handshaking { deadline };
     }
 
     /// Dialing failed or the transport closed/errored.
     pub fn transport_failed(&mut self, now: Duration, reason: impl Into<String>) {
-        if matches!(self.phase, Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Live(_)) {
+        if matches!(
+            self.phase,
+            Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Live(_)
+        ) {
             self.close(now, CloseReason::Transport(reason.into()));
         }
     }
@@ -268,13 +279,20 @@ impl Session {
         match &mut self.phase {
             Phase::Handshaking { .. } => match body {
                 Body::ServerHello(sh) => self.on_server_hello(now, sh),
-                Body::Error(e) => {
-                    self.close(now, CloseReason::Rejected { code: e.code, message: e.message })
-                }
+                Body::Error(e) => self.close(
+                    now,
+                    CloseReason::Rejected {
+                        code: e.code,
+                        message: e.message,
+                    },
+                ),
                 Body::Goaway(g) => self.on_goaway(now, g),
                 other => self.close(
                     now,
-                    CloseReason::Protocol(format!("expected ServerHello, got {}", body_name(&other))),
+                    CloseReason::Protocol(format!(
+                        "expected ServerHello, got {}",
+                        body_name(&other)
+                    )),
                 ),
             },
             Phase::Live(live) => {
@@ -292,7 +310,10 @@ impl Session {
 
     fn on_server_hello(&mut self, now: Duration, sh: device::ServerHello) {
         let mut heartbeat = self.cfg.heartbeat;
-        let (min, max) = (Duration::from_secs(sh.heartbeat_min_s.into()), Duration::from_secs(sh.heartbeat_max_s.into()));
+        let (min, max) = (
+            Duration::from_secs(sh.heartbeat_min_s.into()),
+            Duration::from_secs(sh.heartbeat_max_s.into()),
+        );
         if !max.is_zero() && min <= max {
             heartbeat = heartbeat.clamp(min, max);
         } else if !min.is_zero() {
@@ -300,11 +321,20 @@ impl Session {
         }
         // A zero heartbeat would ping in a tight loop.
         heartbeat = heartbeat.max(Duration::from_secs(1));
-        self.phase = Phase::Live(Live { since: now, heartbeat, last_rx: now, ping_sent: None });
+        self.phase = Phase::Live(Live {
+            since: now,
+            heartbeat,
+            last_rx: now,
+            ping_sent: None,
+        });
         self.last_rx = Some(now);
         self.established_count += 1;
-        self.events.push_back(Event::Established { session_id: sh.session_id, heartbeat });
-        let pending: Vec<(u64, Request)> = self.requests.iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.events.push_back(Event::Established {
+            session_id: sh.session_id,
+            heartbeat,
+        });
+        let pending: Vec<(u64, Request)> =
+            self.requests.iter().map(|(k, v)| (*k, v.clone())).collect();
         for (id, req) in pending {
             self.transmit.push_back(request_frame(id, &req));
         }
@@ -312,10 +342,13 @@ impl Session {
 
     fn on_live_frame(&mut self, now: Duration, body: Body) {
         match body {
-            Body::Deliver(d) => {
-                self.events.push_back(Event::Deliver { seq: d.seq, notification: d.notification })
-            }
-            Body::Ping(p) => self.transmit.push_back(frame(Body::Pong(device::Pong { nonce: p.nonce }))),
+            Body::Deliver(d) => self.events.push_back(Event::Deliver {
+                seq: d.seq,
+                notification: d.notification,
+            }),
+            Body::Ping(p) => self
+                .transmit
+                .push_back(frame(Body::Pong(device::Pong { nonce: p.nonce }))),
             Body::Pong(_) => {}
             Body::Registered(r) => {
                 if self.requests.remove(&r.request_id).is_some() {
@@ -328,7 +361,10 @@ impl Session {
             }
             Body::Unregistered(u) => {
                 if self.requests.remove(&u.request_id).is_some() {
-                    self.events.push_back(Event::Unregistered { request_id: u.request_id, app_id: u.app_id });
+                    self.events.push_back(Event::Unregistered {
+                        request_id: u.request_id,
+                        app_id: u.app_id,
+                    });
                 }
             }
             Body::Error(e) if e.request_id != 0 => {
@@ -340,11 +376,19 @@ impl Session {
                     });
                 }
             }
-            Body::Error(e) => self.close(now, CloseReason::Rejected { code: e.code, message: e.message }),
+            Body::Error(e) => self.close(
+                now,
+                CloseReason::Rejected {
+                    code: e.code,
+                    message: e.message,
+                },
+            ),
             Body::Goaway(g) => self.on_goaway(now, g),
-            Body::TokenRevoked(t) => {
-                self.events.push_back(Event::TokenRevoked { app_id: t.app_id, token: t.token, reason: t.reason })
-            }
+            Body::TokenRevoked(t) => self.events.push_back(Event::TokenRevoked {
+                app_id: t.app_id,
+                token: t.token,
+                reason: t.reason,
+            }),
             // Frames only a device sends, or a repeated ServerHello: harmless, ignored.
             Body::ServerHello(_)
             | Body::ClientHello(_)
@@ -358,7 +402,10 @@ impl Session {
     fn on_goaway(&mut self, now: Duration, g: device::GoAway) {
         self.close(
             now,
-            CloseReason::GoAway { reason: g.reason, retry_after: Duration::from_secs(g.retry_after_s.into()) },
+            CloseReason::GoAway {
+                reason: g.reason,
+                retry_after: Duration::from_secs(g.retry_after_s.into()),
+            },
         );
     }
 
@@ -381,7 +428,8 @@ impl Session {
                         live.ping_sent = Some(now);
                         let nonce = self.next_nonce;
                         self.next_nonce += 1;
-                        self.transmit.push_back(frame(Body::Ping(device::Ping { nonce })));
+                        self.transmit
+                            .push_back(frame(Body::Ping(device::Ping { nonce })));
                     }
                 }
             },
@@ -397,7 +445,8 @@ impl Session {
         }
         self.acked_seq = seq;
         if let Phase::Live(_) = self.phase {
-            self.transmit.push_back(frame(Body::Ack(device::Ack { seq })));
+            self.transmit
+                .push_back(frame(Body::Ack(device::Ack { seq })));
         }
         // Not live: the next ClientHello carries the committed seq instead.
     }
@@ -443,10 +492,10 @@ impl Session {
     }
 
     fn close(&mut self, now: Duration, reason: CloseReason) {
-        if let Phase::Live(live) = &self.phase {
-            if now.saturating_sub(live.since) >= self.cfg.stable_after {
-                self.backoff.reset();
-            }
+        if let Phase::Live(live) = &self.phase
+            && now.saturating_sub(live.since) >= self.cfg.stable_after
+        {
+            self.backoff.reset();
         }
         let random = self.next_random();
         let mut delay = self.backoff.next_delay(random);
@@ -524,12 +573,14 @@ impl Session {
 
 fn request_frame(id: u64, req: &Request) -> Frame {
     match req {
-        Request::Register(app_id) => {
-            frame(Body::Register(device::Register { request_id: id, app_id: app_id.clone() }))
-        }
-        Request::Unregister(app_id) => {
-            frame(Body::Unregister(device::Unregister { request_id: id, app_id: app_id.clone() }))
-        }
+        Request::Register(app_id) => frame(Body::Register(device::Register {
+            request_id: id,
+            app_id: app_id.clone(),
+        })),
+        Request::Unregister(app_id) => frame(Body::Unregister(device::Unregister {
+            request_id: id,
+            app_id: app_id.clone(),
+        })),
     }
 }
 

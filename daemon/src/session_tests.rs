@@ -8,7 +8,11 @@ const S: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
 fn hello() -> Hello {
-    Hello { device_id: "dev".into(), secret: "sec".into(), last_committed_seq: 0 }
+    Hello {
+        device_id: "dev".into(),
+        secret: "sec".into(),
+        last_committed_seq: 0,
+    }
 }
 
 fn server_hello(min: u32, max: u32) -> Frame {
@@ -51,7 +55,13 @@ fn closed_redial(evs: &[Event]) -> Option<(CloseReason, Duration)> {
 fn hello_carries_resume_point() {
     let mut s = Session::new(SessionConfig::default(), S, 1);
     s.dial_started(S);
-    s.transport_open(S, Hello { last_committed_seq: 42, ..hello() });
+    s.transport_open(
+        S,
+        Hello {
+            last_committed_seq: 42,
+            ..hello()
+        },
+    );
     match drain(&mut s).remove(0).body {
         Some(Body::ClientHello(h)) => {
             assert_eq!(h.last_committed_seq, 42);
@@ -105,7 +115,13 @@ fn any_frame_is_proof_of_life() {
     s.handle_timeout(t);
     assert!(matches!(drain(&mut s)[0].body, Some(Body::Ping(_))));
     // A delivery instead of a Pong.
-    s.handle_frame(t + 2 * S, frame(Body::Deliver(Deliver { seq: 1, notification: None })));
+    s.handle_frame(
+        t + 2 * S,
+        frame(Body::Deliver(Deliver {
+            seq: 1,
+            notification: None,
+        })),
+    );
     assert_eq!(s.poll_timeout(), Some(t + 2 * S + 270 * S));
     s.handle_timeout(t + 11 * S);
     assert!(s.is_live());
@@ -129,7 +145,10 @@ fn missing_pong_closes_and_first_redial_is_immediate() {
     s.handle_timeout(dead_at);
     let (reason, redial_at) = closed_redial(&events(&mut s)).expect("closed");
     assert_eq!(reason, CloseReason::PongTimeout);
-    assert_eq!(redial_at, dead_at, "first redial after a stable link has no backoff");
+    assert_eq!(
+        redial_at, dead_at,
+        "first redial after a stable link has no backoff"
+    );
     assert!(s.wants_dial(dead_at));
     assert!(drain(&mut s).is_empty());
 }
@@ -192,7 +211,13 @@ fn goaway_retry_after_is_respected() {
     let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
     connect(&mut s, Duration::ZERO);
     let now = 120 * S;
-    s.handle_frame(now, frame(Body::Goaway(GoAway { reason: "maintenance".into(), retry_after_s: 90 })));
+    s.handle_frame(
+        now,
+        frame(Body::Goaway(GoAway {
+            reason: "maintenance".into(),
+            retry_after_s: 90,
+        })),
+    );
     let (reason, redial_at) = closed_redial(&events(&mut s)).expect("closed");
     assert!(matches!(reason, CloseReason::GoAway { .. }));
     assert_eq!(redial_at, now + 90 * S);
@@ -205,10 +230,21 @@ fn deliveries_are_acked_once_per_commit() {
     let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
     connect(&mut s, Duration::ZERO);
     for seq in 1..=3 {
-        s.handle_frame(S, frame(Body::Deliver(Deliver { seq, notification: Some(Default::default()) })));
+        s.handle_frame(
+            S,
+            frame(Body::Deliver(Deliver {
+                seq,
+                notification: Some(Default::default()),
+            })),
+        );
     }
     let evs = events(&mut s);
-    assert_eq!(evs.iter().filter(|e| matches!(e, Event::Deliver { .. })).count(), 3);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e, Event::Deliver { .. }))
+            .count(),
+        3
+    );
     assert!(drain(&mut s).is_empty(), "no ack before the commit");
     s.committed(3);
     let sent = drain(&mut s);
@@ -221,8 +257,16 @@ fn deliveries_are_acked_once_per_commit() {
 
 #[test]
 fn heartbeat_is_clamped_to_gateway_bounds() {
-    for (want, min, max, got) in [(270, 60, 1680, 270), (30, 60, 1680, 60), (3000, 60, 1680, 1680), (270, 0, 0, 270)] {
-        let cfg = SessionConfig { heartbeat: Duration::from_secs(want), ..Default::default() };
+    for (want, min, max, got) in [
+        (270, 60, 1680, 270),
+        (30, 60, 1680, 60),
+        (3000, 60, 1680, 1680),
+        (270, 0, 0, 270),
+    ] {
+        let cfg = SessionConfig {
+            heartbeat: Duration::from_secs(want),
+            ..Default::default()
+        };
         let mut s = Session::new(cfg, Duration::ZERO, 1);
         s.dial_started(Duration::ZERO);
         s.transport_open(Duration::ZERO, hello());
@@ -238,14 +282,21 @@ fn handshake_timeout_and_rejection() {
     s.transport_open(S, hello());
     assert_eq!(s.poll_timeout(), Some(30 * S));
     s.handle_timeout(30 * S);
-    assert_eq!(closed_redial(&events(&mut s)).expect("closed").0, CloseReason::HandshakeTimeout);
+    assert_eq!(
+        closed_redial(&events(&mut s)).expect("closed").0,
+        CloseReason::HandshakeTimeout
+    );
 
     let now = s.poll_timeout().expect("redial");
     s.dial_started(now);
     s.transport_open(now, hello());
     s.handle_frame(
         now,
-        frame(Body::Error(device::Error { code: 2, message: "bad secret".into(), request_id: 0 })),
+        frame(Body::Error(device::Error {
+            code: 2,
+            message: "bad secret".into(),
+            request_id: 0,
+        })),
     );
     let (reason, _) = closed_redial(&events(&mut s)).expect("closed");
     assert!(matches!(reason, CloseReason::Rejected { code: 2, .. }));
@@ -271,21 +322,41 @@ fn requests_wait_for_a_session_and_survive_reconnects() {
     assert!(matches!(&sent[0].body, Some(Body::Register(r)) if r.request_id == id));
     s.handle_frame(
         now,
-        frame(Body::Registered(device::Registered { request_id: id, app_id: "com.example.chat".into(), token: "t".into() })),
+        frame(Body::Registered(device::Registered {
+            request_id: id,
+            app_id: "com.example.chat".into(),
+            token: "t".into(),
+        })),
     );
-    assert!(events(&mut s).contains(&Event::Registered { request_id: id, app_id: "com.example.chat".into(), token: "t".into() }));
+    assert!(events(&mut s).contains(&Event::Registered {
+        request_id: id,
+        app_id: "com.example.chat".into(),
+        token: "t".into()
+    }));
     // Failure answers map to RequestFailed.
     let un = s.unregister("x");
     drain(&mut s);
-    s.handle_frame(now, frame(Body::Error(device::Error { code: 4, message: "unknown app".into(), request_id: un })));
-    assert!(matches!(events(&mut s)[..], [Event::RequestFailed { request_id, code: 4, .. }] if request_id == un));
+    s.handle_frame(
+        now,
+        frame(Body::Error(device::Error {
+            code: 4,
+            message: "unknown app".into(),
+            request_id: un,
+        })),
+    );
+    assert!(
+        matches!(events(&mut s)[..], [Event::RequestFailed { request_id, code: 4, .. }] if request_id == un)
+    );
     assert!(s.is_live(), "a request error does not end the session");
 }
 
 fn connect_keep_frames(s: &mut Session, now: Duration) {
     s.dial_started(now);
     s.transport_open(now, hello());
-    assert!(matches!(s.poll_transmit().expect("hello").body, Some(Body::ClientHello(_))));
+    assert!(matches!(
+        s.poll_transmit().expect("hello").body,
+        Some(Body::ClientHello(_))
+    ));
     s.handle_frame(now, server_hello(60, 1680));
 }
 
@@ -297,7 +368,12 @@ fn shutdown_sends_goaway_only_when_connected() {
     let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
     connect(&mut s, Duration::ZERO);
     assert!(s.shutdown());
-    assert!(matches!(drain(&mut s)[..], [Frame { body: Some(Body::Goaway(_)) }]));
+    assert!(matches!(
+        drain(&mut s)[..],
+        [Frame {
+            body: Some(Body::Goaway(_))
+        }]
+    ));
     assert!(s.is_disconnected());
 }
 

@@ -109,12 +109,15 @@ impl Store {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
-        } else if let Ok(meta) = std::fs::metadata(dir) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                .map_err(|source| StoreError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        } else if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
                     "state directory is accessible to other users; expected 0700");
-            }
         }
         let path = dir.join("syspushd.redb");
         // Create the file ourselves so it is born 0600 (redb would use the umask).
@@ -123,9 +126,16 @@ impl Store {
             .append(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        std::fs::set_permissions(&path, Permissions::from_mode(0o600))
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(|source| {
+            StoreError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
             other => dberr(other),
@@ -153,15 +163,24 @@ impl Store {
     pub fn last_committed_seq(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;
         let t = txn.open_table(META_U64).map_err(dberr)?;
-        Ok(t.get(LAST_COMMITTED_SEQ).map_err(dberr)?.map(|v| v.value()).unwrap_or(0))
+        Ok(t.get(LAST_COMMITTED_SEQ)
+            .map_err(dberr)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Stored credentials (device id, secret).
     pub fn credentials(&self) -> Result<Option<(String, String)>, StoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;
         let t = txn.open_table(META_STR).map_err(dberr)?;
-        let id = t.get(DEVICE_ID).map_err(dberr)?.map(|v| v.value().to_string());
-        let secret = t.get(DEVICE_SECRET).map_err(dberr)?.map(|v| v.value().to_string());
+        let id = t
+            .get(DEVICE_ID)
+            .map_err(dberr)?
+            .map(|v| v.value().to_string());
+        let secret = t
+            .get(DEVICE_SECRET)
+            .map_err(dberr)?
+            .map(|v| v.value().to_string());
         Ok(id.zip(secret))
     }
 
@@ -182,7 +201,11 @@ impl Store {
     /// Commits a batch of deliveries and the new resume point in one
     /// transaction. Duplicates (by message id) and messages already expired
     /// (`expires_at_ms < now_ms`) are dropped, but their seqs still count.
-    pub fn commit(&self, batch: &[(u64, Option<Notification>)], now_ms: u64) -> Result<CommitOutcome, StoreError> {
+    pub fn commit(
+        &self,
+        batch: &[(u64, Option<Notification>)],
+        now_ms: u64,
+    ) -> Result<CommitOutcome, StoreError> {
         let mut out = CommitOutcome::default();
         let txn = self.db.begin_write().map_err(dberr)?;
         {
@@ -191,8 +214,16 @@ impl Store {
             let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
             let mut seen = txn.open_table(SEEN).map_err(dberr)?;
             let mut seen_exp = txn.open_table(SEEN_EXPIRY).map_err(dberr)?;
-            let mut last = meta.get(LAST_COMMITTED_SEQ).map_err(dberr)?.map(|v| v.value()).unwrap_or(0);
-            let mut next = meta.get(NEXT_ARRIVAL).map_err(dberr)?.map(|v| v.value()).unwrap_or(1);
+            let mut last = meta
+                .get(LAST_COMMITTED_SEQ)
+                .map_err(dberr)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let mut next = meta
+                .get(NEXT_ARRIVAL)
+                .map_err(dberr)?
+                .map(|v| v.value())
+                .unwrap_or(1);
 
             // Forget ids whose remembrance period is over.
             let old: Vec<(u64, String)> = seen_exp
@@ -226,17 +257,27 @@ impl Store {
                 let keep_until = if n.expires_at_ms != 0 {
                     n.expires_at_ms
                 } else {
-                    now_ms.max(n.sent_at_ms).saturating_add(SEEN_WITHOUT_EXPIRY_MS)
+                    now_ms
+                        .max(n.sent_at_ms)
+                        .saturating_add(SEEN_WITHOUT_EXPIRY_MS)
                 };
                 let arrival = next;
                 next += 1;
                 let bytes = n.encode_to_vec();
                 inbox
-                    .insert((n.app_id.as_str(), arrival), (n.expires_at_ms, n.message_id.as_str(), bytes.as_slice()))
+                    .insert(
+                        (n.app_id.as_str(), arrival),
+                        (n.expires_at_ms, n.message_id.as_str(), bytes.as_slice()),
+                    )
                     .map_err(dberr)?;
-                by_id.insert(n.message_id.as_str(), (n.app_id.as_str(), arrival)).map_err(dberr)?;
-                seen.insert(n.message_id.as_str(), keep_until).map_err(dberr)?;
-                seen_exp.insert((keep_until, n.message_id.as_str()), ()).map_err(dberr)?;
+                by_id
+                    .insert(n.message_id.as_str(), (n.app_id.as_str(), arrival))
+                    .map_err(dberr)?;
+                seen.insert(n.message_id.as_str(), keep_until)
+                    .map_err(dberr)?;
+                seen_exp
+                    .insert((keep_until, n.message_id.as_str()), ())
+                    .map_err(dberr)?;
                 out.stored.push((n.app_id.clone(), arrival));
             }
             meta.insert(LAST_COMMITTED_SEQ, last).map_err(dberr)?;
@@ -249,14 +290,23 @@ impl Store {
 
     /// Up to `limit` of `app_id`'s messages with arrival > `after`, oldest
     /// first. Expired ones are deleted on the way (lazy expiry).
-    pub fn list(&self, app_id: &str, after: u64, limit: usize, now_ms: u64) -> Result<Vec<Stored>, StoreError> {
+    pub fn list(
+        &self,
+        app_id: &str,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut out = Vec::new();
         let mut expired = Vec::new();
         {
             let txn = self.db.begin_read().map_err(dberr)?;
             let inbox = txn.open_table(INBOX).map_err(dberr)?;
             let start = after.saturating_add(1);
-            for entry in inbox.range((app_id, start)..=(app_id, u64::MAX)).map_err(dberr)? {
+            for entry in inbox
+                .range((app_id, start)..=(app_id, u64::MAX))
+                .map_err(dberr)?
+            {
                 let (k, v) = entry.map_err(dberr)?;
                 let (_, arrival) = k.value();
                 let (expires, id, bytes) = v.value();
@@ -266,7 +316,10 @@ impl Store {
                 }
                 let notification = Notification::decode(bytes)
                     .map_err(|e| StoreError::Corrupt(format!("message {id}: {e}")))?;
-                out.push(Stored { arrival, notification });
+                out.push(Stored {
+                    arrival,
+                    notification,
+                });
                 if out.len() >= limit {
                     break;
                 }
@@ -293,7 +346,10 @@ impl Store {
         let txn = self.db.begin_read().map_err(dberr)?;
         let inbox = txn.open_table(INBOX).map_err(dberr)?;
         let mut n = 0;
-        for entry in inbox.range((app_id, 0)..=(app_id, u64::MAX)).map_err(dberr)? {
+        for entry in inbox
+            .range((app_id, 0)..=(app_id, u64::MAX))
+            .map_err(dberr)?
+        {
             let (_, v) = entry.map_err(dberr)?;
             let (expires, _, _) = v.value();
             if expires == 0 || expires >= now_ms {
@@ -307,20 +363,28 @@ impl Store {
     pub fn app_of(&self, message_id: &str) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_read().map_err(dberr)?;
         let t = txn.open_table(BY_ID).map_err(dberr)?;
-        Ok(t.get(message_id).map_err(dberr)?.map(|v| v.value().0.to_string()))
+        Ok(t.get(message_id)
+            .map_err(dberr)?
+            .map(|v| v.value().0.to_string()))
     }
 
     /// Deletes acked messages; returns how many were pending. If any id
     /// belongs to an app `may_act` refuses, nothing is deleted.
-    pub fn ack(&self, message_ids: &[String], may_act: impl Fn(&str) -> bool) -> Result<u32, StoreError> {
+    pub fn ack(
+        &self,
+        message_ids: &[String],
+        may_act: impl Fn(&str) -> bool,
+    ) -> Result<u32, StoreError> {
         let txn = self.db.begin_write().map_err(dberr)?;
         let mut removed = 0;
         {
             let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
             let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
             for id in message_ids {
-                let Some((app, arrival)) =
-                    by_id.get(id.as_str()).map_err(dberr)?.map(|v| (v.value().0.to_string(), v.value().1))
+                let Some((app, arrival)) = by_id
+                    .get(id.as_str())
+                    .map_err(dberr)?
+                    .map(|v| (v.value().0.to_string(), v.value().1))
                 else {
                     continue;
                 };
@@ -329,7 +393,11 @@ impl Store {
                     return Err(StoreError::PermissionDenied(app));
                 }
                 by_id.remove(id.as_str()).map_err(dberr)?;
-                if inbox.remove((app.as_str(), arrival)).map_err(dberr)?.is_some() {
+                if inbox
+                    .remove((app.as_str(), arrival))
+                    .map_err(dberr)?
+                    .is_some()
+                {
                     removed += 1;
                 }
             }
@@ -355,7 +423,10 @@ impl Store {
                 by_id.remove(id.as_str()).map_err(dberr)?;
                 n += 1;
             }
-            txn.open_table(TOKENS).map_err(dberr)?.remove(app_id).map_err(dberr)?;
+            txn.open_table(TOKENS)
+                .map_err(dberr)?
+                .remove(app_id)
+                .map_err(dberr)?;
         }
         txn.commit().map_err(dberr)?;
         Ok(n)
@@ -364,7 +435,10 @@ impl Store {
     /// Stores an app's token.
     pub fn set_token(&self, app_id: &str, token: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(dberr)?;
-        txn.open_table(TOKENS).map_err(dberr)?.insert(app_id, token).map_err(dberr)?;
+        txn.open_table(TOKENS)
+            .map_err(dberr)?
+            .insert(app_id, token)
+            .map_err(dberr)?;
         txn.commit().map_err(dberr)
     }
 
@@ -404,10 +478,16 @@ impl Store {
         }
         // Skip-scan the inbox: one lookup per app, not one per message.
         let inbox = txn.open_table(INBOX).map_err(dberr)?;
-        let mut next = inbox.first().map_err(dberr)?.map(|(k, _)| k.value().0.to_string());
+        let mut next = inbox
+            .first()
+            .map_err(dberr)?
+            .map(|(k, _)| k.value().0.to_string());
         while let Some(app) = next {
             next = inbox
-                .range::<(&str, u64)>((std::ops::Bound::Excluded((app.as_str(), u64::MAX)), std::ops::Bound::Unbounded))
+                .range::<(&str, u64)>((
+                    std::ops::Bound::Excluded((app.as_str(), u64::MAX)),
+                    std::ops::Bound::Unbounded,
+                ))
                 .map_err(dberr)?
                 .next()
                 .transpose()

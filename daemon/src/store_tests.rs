@@ -13,7 +13,9 @@ fn n(id: &str, app: &str, expires_at_ms: u64) -> Option<Notification> {
 }
 
 fn ids(v: &[Stored]) -> Vec<String> {
-    v.iter().map(|s| s.notification.message_id.clone()).collect()
+    v.iter()
+        .map(|s| s.notification.message_id.clone())
+        .collect()
 }
 
 const NOW: u64 = 1_700_000_000_000;
@@ -23,7 +25,16 @@ fn commit_lists_in_arrival_order_and_advances_seq() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Store::open(dir.path()).expect("open");
     assert_eq!(s.last_committed_seq().expect("seq"), 0);
-    let out = s.commit(&[(1, n("m1", "a", 0)), (2, n("m2", "b", 0)), (3, n("m3", "a", 0))], NOW).expect("commit");
+    let out = s
+        .commit(
+            &[
+                (1, n("m1", "a", 0)),
+                (2, n("m2", "b", 0)),
+                (3, n("m3", "a", 0)),
+            ],
+            NOW,
+        )
+        .expect("commit");
     assert_eq!(out.last_committed_seq, 3);
     assert_eq!(out.stored.len(), 3);
     assert_eq!(s.last_committed_seq().expect("seq"), 3);
@@ -31,7 +42,10 @@ fn commit_lists_in_arrival_order_and_advances_seq() {
     assert_eq!(ids(&a), ["m1", "m3"]);
     assert_eq!(a[0].notification.title, "title m1");
     // Cursor and limit.
-    assert_eq!(ids(&s.list("a", a[0].arrival, 100, NOW).expect("list")), ["m3"]);
+    assert_eq!(
+        ids(&s.list("a", a[0].arrival, 100, NOW).expect("list")),
+        ["m3"]
+    );
     assert_eq!(ids(&s.list("a", 0, 1, NOW).expect("list")), ["m1"]);
     assert_eq!(s.pending_count("a", NOW).expect("count"), 2);
     assert_eq!(s.known_apps().expect("apps"), ["a", "b"]);
@@ -44,7 +58,9 @@ fn duplicates_are_dropped_even_after_ack() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Store::open(dir.path()).expect("open");
     s.commit(&[(1, n("m1", "a", 0))], NOW).expect("commit");
-    let out = s.commit(&[(2, n("m1", "a", 0)), (3, n("m2", "a", 0))], NOW).expect("commit");
+    let out = s
+        .commit(&[(2, n("m1", "a", 0)), (3, n("m2", "a", 0))], NOW)
+        .expect("commit");
     assert_eq!(out.duplicates, 1);
     assert_eq!(out.stored.len(), 1);
     assert_eq!(out.last_committed_seq, 3);
@@ -58,12 +74,23 @@ fn duplicates_are_dropped_even_after_ack() {
 fn ack_removes_only_known_and_checks_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Store::open(dir.path()).expect("open");
-    s.commit(&[(1, n("m1", "a", 0)), (2, n("m2", "b", 0))], NOW).expect("commit");
+    s.commit(&[(1, n("m1", "a", 0)), (2, n("m2", "b", 0))], NOW)
+        .expect("commit");
     assert_eq!(s.app_of("m2").expect("app"), Some("b".into()));
-    let e = s.ack(&["m1".into(), "m2".into()], |app| app == "a").expect_err("b not allowed");
+    let e = s
+        .ack(&["m1".into(), "m2".into()], |app| app == "a")
+        .expect_err("b not allowed");
     assert!(matches!(e, StoreError::PermissionDenied(ref app) if app == "b"));
-    assert_eq!(s.pending_count("a", NOW).expect("count"), 1, "a refused ack removes nothing");
-    assert_eq!(s.ack(&["m1".into(), "nope".into(), "m1".into()], |_| true).expect("ack"), 1);
+    assert_eq!(
+        s.pending_count("a", NOW).expect("count"),
+        1,
+        "a refused ack removes nothing"
+    );
+    assert_eq!(
+        s.ack(&["m1".into(), "nope".into(), "m1".into()], |_| true)
+            .expect("ack"),
+        1
+    );
     assert!(s.list("a", 0, 100, NOW).expect("list").is_empty());
 }
 
@@ -72,15 +99,32 @@ fn expired_messages_are_dropped_on_arrival_and_lazily() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Store::open(dir.path()).expect("open");
     let out = s
-        .commit(&[(1, n("old", "a", NOW - 1)), (2, n("soon", "a", NOW + 1000)), (3, n("never", "a", 0))], NOW)
+        .commit(
+            &[
+                (1, n("old", "a", NOW - 1)),
+                (2, n("soon", "a", NOW + 1000)),
+                (3, n("never", "a", 0)),
+            ],
+            NOW,
+        )
         .expect("commit");
     assert_eq!(out.expired, 1);
-    assert_eq!(out.last_committed_seq, 3, "an expired message's seq still counts");
-    assert_eq!(ids(&s.list("a", 0, 100, NOW).expect("list")), ["soon", "never"]);
+    assert_eq!(
+        out.last_committed_seq, 3,
+        "an expired message's seq still counts"
+    );
+    assert_eq!(
+        ids(&s.list("a", 0, 100, NOW).expect("list")),
+        ["soon", "never"]
+    );
     let later = NOW + 2000;
     assert_eq!(s.pending_count("a", later).expect("count"), 1);
     assert_eq!(ids(&s.list("a", 0, 100, later).expect("list")), ["never"]);
-    assert_eq!(s.app_of("soon").expect("app"), None, "lazily deleted, index too");
+    assert_eq!(
+        s.app_of("soon").expect("app"),
+        None,
+        "lazily deleted, index too"
+    );
     // Seen ids are pruned by expiry inside a later commit.
     s.commit(&[], later).expect("commit");
     let txn = s.db.begin_read().expect("read");
@@ -102,12 +146,18 @@ fn state_survives_restart_and_file_is_private() {
         assert!(matches!(Store::open(&state), Err(StoreError::Locked(_))));
     }
     let s = Store::open(&state).expect("reopen");
-    assert_eq!(s.credentials().expect("creds"), Some(("dev1".into(), "secret".into())));
+    assert_eq!(
+        s.credentials().expect("creds"),
+        Some(("dev1".into(), "secret".into()))
+    );
     assert_eq!(s.last_committed_seq().expect("seq"), 5);
     assert_eq!(ids(&s.list("a", 0, 100, NOW).expect("list")), ["m5"]);
     assert_eq!(s.token("a").expect("token"), Some("tok".into()));
     let out = s.commit(&[(6, n("m6", "a", 0))], NOW).expect("commit");
-    assert!(out.stored[0].1 > s.list("a", 0, 1, NOW).expect("list")[0].arrival, "arrivals keep growing");
+    assert!(
+        out.stored[0].1 > s.list("a", 0, 1, NOW).expect("list")[0].arrival,
+        "arrivals keep growing"
+    );
     let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(s.path()), 0o600);
@@ -117,7 +167,15 @@ fn state_survives_restart_and_file_is_private() {
 fn drop_app_and_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Store::open(dir.path()).expect("open");
-    s.commit(&[(1, n("m1", "a", 0)), (2, n("m2", "a", 0)), (3, n("m3", "ab", 0))], NOW).expect("commit");
+    s.commit(
+        &[
+            (1, n("m1", "a", 0)),
+            (2, n("m2", "a", 0)),
+            (3, n("m3", "ab", 0)),
+        ],
+        NOW,
+    )
+    .expect("commit");
     s.set_token("a", "t1").expect("token");
     assert!(!s.remove_token("a", Some("other")).expect("remove"));
     assert_eq!(s.drop_app("a").expect("drop"), 2);

@@ -63,12 +63,20 @@ pub enum TlsError {
 
 /// Reads every PEM certificate of a CA file; errors if there is none.
 pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let file = std::fs::File::open(path).map_err(|source| ConfigError::CaFile { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| ConfigError::CaFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<_, _>>()
-        .map_err(|source| ConfigError::CaFile { path: path.to_path_buf(), source })?;
+        .map_err(|source| ConfigError::CaFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(ConfigError::CaFileEmpty { path: path.to_path_buf() });
+        return Err(ConfigError::CaFileEmpty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
@@ -81,7 +89,10 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
     match ca_file {
         Some(path) => {
             for cert in load_ca(path)? {
-                roots.add(cert).map_err(|source| TlsError::BadCert { path: path.to_path_buf(), source })?;
+                roots.add(cert).map_err(|source| TlsError::BadCert {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -98,13 +109,19 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
 }
 
 /// Opens TCP to the endpoint and runs the TLS handshake.
-pub async fn dial(config: &Arc<ClientConfig>, ep: &Endpoint) -> Result<TlsStream<TcpStream>, TlsError> {
+pub async fn dial(
+    config: &Arc<ClientConfig>,
+    ep: &Endpoint,
+) -> Result<TlsStream<TcpStream>, TlsError> {
     let addr = ep.authority();
     let server_name =
         ServerName::try_from(ep.host.clone()).map_err(|_| TlsError::ServerName(ep.host.clone()))?;
     let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
         .await
-        .map_err(|source| TlsError::Connect { addr: addr.clone(), source })?;
+        .map_err(|source| TlsError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
     // Small frames, latency matters more than packing: push them out at once.
     let _ = tcp.set_nodelay(true);
     TlsConnector::from(config.clone())

@@ -37,7 +37,11 @@ impl Waker {
                 a.wake_command.as_ref().filter(|c| !c.is_empty()).map(|c| {
                     (
                         a.id.clone(),
-                        Wake { command: c.clone(), min_interval: Duration::from_secs(a.wake_min_interval_s), last: None },
+                        Wake {
+                            command: c.clone(),
+                            min_interval: Duration::from_secs(a.wake_min_interval_s),
+                            last: None,
+                        },
                     )
                 })
             })
@@ -71,9 +75,15 @@ impl Waker {
                 let app = app_id.to_string();
                 Some(tokio::spawn(async move {
                     match child.wait().await {
-                        Ok(status) if status.success() => tracing::debug!(app_id = %app, pid, "wake command done"),
-                        Ok(status) => tracing::warn!(app_id = %app, pid, %status, "wake command failed"),
-                        Err(e) => tracing::warn!(app_id = %app, pid, error = %e, "cannot reap wake command"),
+                        Ok(status) if status.success() => {
+                            tracing::debug!(app_id = %app, pid, "wake command done")
+                        }
+                        Ok(status) => {
+                            tracing::warn!(app_id = %app, pid, %status, "wake command failed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(app_id = %app, pid, error = %e, "cannot reap wake command")
+                        }
                     }
                 }))
             }
@@ -114,11 +124,19 @@ mod tests {
         let mut w = Waker::from_apps(&[app]);
         let t = Duration::from_secs(100);
         let first = w.wake("chat", t).expect("started");
-        assert!(w.wake("chat", t + Duration::from_secs(1)).is_none(), "rate-limited");
+        assert!(
+            w.wake("chat", t + Duration::from_secs(1)).is_none(),
+            "rate-limited"
+        );
         assert!(w.wake("other", t).is_none(), "no command");
         first.await.expect("reaped");
-        let second = w.wake("chat", t + Duration::from_secs(30)).expect("started again");
+        let second = w
+            .wake("chat", t + Duration::from_secs(30))
+            .expect("started again");
         second.await.expect("reaped");
-        assert_eq!(std::fs::read_to_string(&marker).expect("marker"), "chat\nchat\n");
+        assert_eq!(
+            std::fs::read_to_string(&marker).expect("marker"),
+            "chat\nchat\n"
+        );
     }
 }
