@@ -27,7 +27,7 @@ use syspush_proto::common::{MessageClass, Notification, Priority, Sender};
 use crate::Shared;
 use crate::ids::{self, RandomError};
 use crate::registry::Poke;
-use crate::store::{AppRecord, StoreError, TokenRecord, TokenState};
+use crate::store::{AppRecord, StoreError, TTL0_GRACE_MS, TokenRecord, TokenState};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -386,7 +386,12 @@ pub(crate) async fn accept(
     n.message_id = message_id.clone();
     n.app_id = app_id.to_owned();
     n.sent_at_ms = ids::now_ms();
-    n.expires_at_ms = n.sent_at_ms + u64::from(n.ttl) * 1000;
+    // ttl 0 gets a short lifetime rather than none (see TTL0_GRACE_MS).
+    let lifetime_ms = match n.ttl {
+        0 => TTL0_GRACE_MS,
+        ttl => u64::from(ttl) * 1000,
+    };
+    n.expires_at_ms = n.sent_at_ms + lifetime_ms;
     let high_priority = n.priority == Priority::High as i32;
 
     if n.ttl == 0 && !shared.registry.is_connected(device_id) {

@@ -7,7 +7,7 @@
 //! touching the protocol or the HTTP API.
 //!
 //! Every method is synchronous and may block on disk I/O (a commit is an fsync);
-//! async callers go through [`blocking`] so the runtime threads never stall.
+//! async callers run them on tokio's blocking pool so runtime threads never stall.
 
 use std::sync::Arc;
 
@@ -174,29 +174,12 @@ pub trait Store: Send + Sync + 'static {
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;
 
-/// How long a ttl-0 ("now or never") message may stay queued: long enough for the
-/// connection that was live at send time to deliver it, no longer.
+/// Lifetime of a ttl-0 ("now or never") message: long enough for the connection
+/// that was live at send time (and the daemon) to deliver it, no longer. Its
+/// `expires_at_ms` is `sent_at_ms` plus this, so every hop expires it the same way.
 pub const TTL0_GRACE_MS: u64 = 30_000;
 
-/// Whether a queued notification has expired at `now_ms`.
+/// Whether a queued notification has expired at `now_ms` (0 = never expires).
 pub fn is_expired(n: &Notification, now_ms: u64) -> bool {
-    if n.expires_at_ms == 0 {
-        return false;
-    }
-    let limit = if n.ttl == 0 {
-        n.expires_at_ms.saturating_add(TTL0_GRACE_MS)
-    } else {
-        n.expires_at_ms
-    };
-    now_ms > limit
-}
-
-/// Runs a store call on tokio's blocking pool (store calls fsync).
-pub async fn blocking<T, F>(store: &SharedStore, f: F) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || f(store.as_ref())).await?
+    n.expires_at_ms != 0 && now_ms > n.expires_at_ms
 }

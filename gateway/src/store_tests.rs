@@ -4,7 +4,7 @@
 use syspush_proto::common::Notification;
 
 use crate::ids::hash_secret;
-use crate::store::{AppRecord, Store, StoreError, TTL0_GRACE_MS, TokenState};
+use crate::store::{AppRecord, Store, StoreError, TokenState};
 use crate::store_redb::RedbStore;
 
 fn open() -> (tempfile::TempDir, RedbStore) {
@@ -132,14 +132,14 @@ fn expired_messages_are_skipped_and_deleted() {
 }
 
 #[test]
-fn ttl0_messages_get_a_short_grace() {
+fn expiry_boundary() {
     let (_d, store) = open();
-    let mut n = msg("a", "now", 1_000);
-    n.ttl = 0;
-    store.enqueue("dev", &n).expect("enqueue");
+    store
+        .enqueue("dev", &msg("a", "m", 1_000))
+        .expect("enqueue");
     assert_eq!(
         store
-            .read_after("dev", 0, 10, 1_000 + TTL0_GRACE_MS)
+            .read_after("dev", 0, 10, 1_000)
             .expect("read")
             .messages
             .len(),
@@ -147,11 +147,12 @@ fn ttl0_messages_get_a_short_grace() {
     );
     assert!(
         store
-            .read_after("dev", 0, 10, 1_001 + TTL0_GRACE_MS)
+            .read_after("dev", 0, 10, 1_001)
             .expect("read")
             .messages
             .is_empty()
     );
+    assert_eq!(store.queue_len("dev").expect("len"), 0);
 }
 
 #[test]

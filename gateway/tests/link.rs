@@ -159,6 +159,11 @@ async fn ttl0_delivered_when_connected() {
     let d = link.deliver().await;
     let n = d.notification.unwrap();
     assert_eq!((n.message_id, n.ttl), (id, 0));
+    // "Now or never" still needs a moment to reach the app: a 30 s lifetime.
+    assert_eq!(
+        n.expires_at_ms,
+        n.sent_at_ms + syspush_gateway::store::TTL0_GRACE_MS
+    );
     gw.shutdown().await;
 }
 
