@@ -8,7 +8,7 @@
 //! connection, so a 200 means the message survives a gateway crash.
 //!
 //! Room is left for a WebPush (RFC 8030) endpoint per token next to
-//! `/v1/messages` (e.g. `POST /v1/push/{token}`); it would share [`accept`].
+//! `/v1/messages` (e.g. `POST /v1/push/{token}`); it would share `accept`.
 
 use std::sync::Arc;
 

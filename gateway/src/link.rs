@@ -1,7 +1,7 @@
 //! The device link: one WebSocket session per connected device (`GET /v1/device`).
 //!
 //! Owns the gateway side of the device protocol (contracts.md, "Device link"):
-//! hello and authentication, claiming the device in the [`Registry`], replaying
+//! hello and authentication, claiming the device in the [`Registry`](crate::registry::Registry), replaying
 //! the queue after the device's `last_committed_seq`, delivering new messages
 //! when poked, cumulative acks, register/unregister, ping, idle holding, and
 //! closing with `GoAway` when replaced or shutting down.
