@@ -11,7 +11,8 @@ use serde_json::json;
 use syspush_gateway::admin;
 use syspush_gateway::store::StoreError;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Current-thread runtime on purpose: the quick start runs the gateway that way.
+#[tokio::test]
 async fn health_and_unknown_route() {
     let gw = TestGateway::start().await;
     let (status, _) = gw.request(Method::GET, "/healthz", None, b"").await;
