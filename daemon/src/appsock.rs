@@ -266,7 +266,7 @@ async fn connection(stream: UnixStream, ctx: Arc<AppContext>, shutdown: Cancella
 async fn feed_batch(ctx: &AppContext, f: &mut Feed, conn: &mut Conn) -> Result<(), String> {
     let batch = match ctx
         .store
-        .list(f.sub.app_id(), f.cursor, FEED_BATCH, clock::wall_ms())
+        .list(f.sub.app_id(), f.cursor, FEED_BATCH, clock::gateway_ms())
     {
         Ok(b) => b,
         Err(e) => {
@@ -325,7 +325,7 @@ async fn handle(
             } else {
                 // Subscribe before counting so nothing committed in between is missed.
                 let sub = ctx.hub.subscribe(&h.app_id);
-                match ctx.store.pending_count(&h.app_id, clock::wall_ms()) {
+                match ctx.store.pending_count(&h.app_id, clock::gateway_ms()) {
                     Ok(pending) => {
                         tracing::debug!(uid, app_id = h.app_id, pending, "app subscribed");
                         *feed = Some(Feed {
@@ -437,7 +437,7 @@ async fn spawn_request(
 pub fn status(ctx: &AppContext, uid: u32) -> app::Status {
     let link = ctx.link.status();
     let now = clock::now();
-    let wall = clock::wall_ms();
+    let wall = clock::gateway_ms();
     let mut apps: BTreeSet<String> = ctx.policy.apps_of(uid).into_iter().collect();
     if uid == 0 {
         match ctx.store.known_apps() {

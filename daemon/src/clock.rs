@@ -7,12 +7,17 @@
 //! absolute boot-time deadline with a timerfd armed with `TFD_TIMER_ABSTIME`,
 //! driven by tokio's reactor through [`AsyncFd`] (no extra thread, no polling).
 //!
-//! Wall-clock time ([`wall_ms`]) is used only to compare against message
-//! expiry timestamps set by the gateway.
+//! Wall-clock time is used only to compare against message expiry
+//! timestamps set by the gateway, and then as *the gateway's* wall clock
+//! ([`gateway_ms`]): devices without a battery-backed RTC often boot in 1970
+//! or drift for hours, and judging the gateway's `expires_at_ms` by such a
+//! clock would keep dead messages forever or drop every live one. The offset
+//! is learned from `ServerHello.server_time_ms` ([`set_gateway_offset`]).
 
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
@@ -41,6 +46,24 @@ pub fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Gateway wall clock minus ours, in ms (0 until a ServerHello told us).
+static GATEWAY_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Records the gateway's wall clock (`server_time_ms`) as observed now.
+/// Returns the offset (gateway minus local), in ms.
+pub fn set_gateway_offset(server_time_ms: u64) -> i64 {
+    let offset = server_time_ms as i64 - wall_ms() as i64;
+    GATEWAY_OFFSET_MS.store(offset, Ordering::Relaxed);
+    offset
+}
+
+/// The gateway's wall clock, unix ms, as best known: for message expiry.
+pub fn gateway_ms() -> u64 {
+    (wall_ms() as i64)
+        .saturating_add(GATEWAY_OFFSET_MS.load(Ordering::Relaxed))
+        .max(0) as u64
 }
 
 /// `AsyncFd` wants `AsRawFd`; nix's `TimerFd` only offers `AsFd`.
@@ -153,6 +176,16 @@ mod tests {
         let b = now();
         assert!(b >= a);
         assert!(a > Duration::ZERO);
+    }
+
+    #[test]
+    fn gateway_clock_follows_the_offset() {
+        let local = wall_ms();
+        let off = set_gateway_offset(local + 3_600_000);
+        assert!((3_599_000..=3_600_000).contains(&off), "{off}");
+        assert!(gateway_ms() >= local + 3_599_000);
+        set_gateway_offset(wall_ms());
+        assert!(gateway_ms().abs_diff(wall_ms()) < 1000);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -404,12 +404,16 @@ impl Driver {
         commands: &mut mpsc::Receiver<LinkCommand>,
     ) -> Result<Ended, LinkError> {
         loop {
-            if let Err(e) = self.flush(ws, timer).await {
-                self.session.transport_failed(clock::now(), e);
-            }
+            // Events first: committing deliveries queues the Ack and submitting
+            // requests queues their frames; both must go out now, not with the
+            // next heartbeat.
             self.process_events(ctx);
             if self.session.is_disconnected() {
                 return Ok(Ended::Disconnected);
+            }
+            if let Err(e) = self.flush(ws, timer).await {
+                self.session.transport_failed(clock::now(), e);
+                continue;
             }
             let Some(deadline) = self.session.poll_timeout() else {
                 return Ok(Ended::Disconnected);
@@ -580,7 +584,17 @@ impl Driver {
             Event::Established {
                 session_id,
                 heartbeat,
+                server_time_ms,
             } => {
+                if server_time_ms != 0 {
+                    let offset_ms = clock::set_gateway_offset(server_time_ms);
+                    if offset_ms.abs() > 60_000 {
+                        tracing::warn!(
+                            offset_ms,
+                            "device clock differs from the gateway's; message expiry uses gateway time"
+                        );
+                    }
+                }
                 tracing::info!(
                     session_id,
                     heartbeat_s = heartbeat.as_secs(),
@@ -663,7 +677,7 @@ impl Driver {
 
     fn commit(&mut self, ctx: &Ctx, batch: Vec<(u64, Option<Notification>)>) {
         let now = clock::now();
-        match ctx.store.commit(&batch, clock::wall_ms()) {
+        match ctx.store.commit(&batch, clock::gateway_ms()) {
             Ok(out) => {
                 self.session.committed(out.last_committed_seq);
                 tracing::debug!(

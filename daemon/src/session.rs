@@ -91,6 +91,8 @@ pub enum Event {
         session_id: String,
         /// Heartbeat interval in force for this session.
         heartbeat: Duration,
+        /// Gateway wall clock at ServerHello, unix ms (0: not given).
+        server_time_ms: u64,
     },
     /// A message to commit; after committing call [`Session::committed`].
     Deliver {
@@ -332,6 +334,7 @@ impl Session {
         self.events.push_back(Event::Established {
             session_id: sh.session_id,
             heartbeat,
+            server_time_ms: sh.server_time_ms,
         });
         let pending: Vec<(u64, Request)> =
             self.requests.iter().map(|(k, v)| (*k, v.clone())).collect();

@@ -1,7 +1,8 @@
 //! The daemon against a scripted fake gateway (TLS WebSocket on loopback):
 //! ClientHello contents, one commit + one cumulative Ack for frames that
-//! arrive together, delivery to an app, heartbeat and a dead link, resume
-//! from the committed seq, register, and GoAway on shutdown.
+//! arrive together (sent at once, not with the next heartbeat), delivery to
+//! an app, register, heartbeat and a dead link, resume from the committed
+//! seq, and GoAway on shutdown.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -82,16 +83,6 @@ async fn recv(ws: &mut Ws) -> Body {
     }
 }
 
-/// Next frame other than a heartbeat Ping (those are answered on the way).
-async fn recv_answering(ws: &mut Ws) -> Body {
-    loop {
-        match recv(ws).await {
-            Body::Ping(p) => send(ws, vec![Body::Pong(device::Pong { nonce: p.nonce })]).await,
-            other => return other,
-        }
-    }
-}
-
 async fn send(ws: &mut Ws, frames: Vec<Body>) {
     for b in frames {
         ws.feed(Message::Binary(encode(&frame(b)).expect("encode").into()))
@@ -101,14 +92,18 @@ async fn send(ws: &mut Ws, frames: Vec<Body>) {
     ws.flush().await.expect("flush");
 }
 
-fn server_hello() -> Body {
+/// ServerHello whose bounds force the heartbeat to `heartbeat_s`.
+fn server_hello(heartbeat_s: u32) -> Body {
     Body::ServerHello(device::ServerHello {
         session_id: "s".into(),
-        heartbeat_min_s: 1,
-        heartbeat_max_s: 1680,
+        heartbeat_min_s: heartbeat_s,
+        heartbeat_max_s: heartbeat_s,
         server_time_ms: 0,
     })
 }
+
+/// A heartbeat no test waits for: frames in such a session must flow by themselves.
+const NEVER: u32 = 3600;
 
 fn deliver(seq: u64, id: &str) -> Body {
     Body::Deliver(device::Deliver {
@@ -150,7 +145,7 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
         let _ = stop_rx.await;
     }));
 
-    // Session 1: hello, three deliveries at once -> one Ack for all three.
+    // Session 1 (no heartbeat due): hello, three deliveries at once -> one Ack.
     let mut ws = accept(&listener, &acceptor).await;
     match recv(&mut ws).await {
         Body::ClientHello(h) => {
@@ -166,7 +161,7 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
     send(
         &mut ws,
         vec![
-            server_hello(),
+            server_hello(NEVER),
             deliver(1, "m1"),
             deliver(2, "m2"),
             deliver(3, "m3"),
@@ -218,7 +213,7 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
     })
     .await
     .expect("register");
-    let request_id = match recv_answering(&mut ws).await {
+    let request_id = match recv(&mut ws).await {
         Body::Register(r) => {
             assert_eq!(r.app_id, "chat");
             r.request_id
@@ -238,32 +233,37 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
         matches!(app_recv(&mut ctl).await, daemon_message::Body::Registered(r) if r.token == "tok")
     );
 
-    // Idle: a Ping after the heartbeat interval; answer it.
+    // The gateway drops the connection: the daemon comes back and resumes.
+    drop(ws);
+    let mut ws = accept(&listener, &acceptor).await;
+    match recv(&mut ws).await {
+        Body::ClientHello(h) => {
+            assert_eq!(h.last_committed_seq, 3, "resumes after what it committed")
+        }
+        other => panic!("expected ClientHello, got {other:?}"),
+    }
+    // Session 2 with a 1 s heartbeat: a Ping when idle; answer it.
+    send(&mut ws, vec![server_hello(1)]).await;
     let nonce = match recv(&mut ws).await {
         Body::Ping(p) => p.nonce,
         other => panic!("expected Ping, got {other:?}"),
     };
     send(&mut ws, vec![Body::Pong(device::Pong { nonce })]).await;
-    // Next Ping goes unanswered: the daemon declares the link dead and redials.
+    // The next Ping goes unanswered: the daemon declares the link dead and redials.
     assert!(matches!(recv(&mut ws).await, Body::Ping(_)));
     let mut ws2 = accept(&listener, &acceptor).await;
     match recv(&mut ws2).await {
-        Body::ClientHello(h) => {
-            assert_eq!(h.last_committed_seq, 3, "resumes after what it committed")
-        }
+        Body::ClientHello(h) => assert_eq!(h.last_committed_seq, 3),
         other => panic!("expected ClientHello, got {other:?}"),
     }
     drop(ws);
     // A redelivered message is dropped as a duplicate but still acked; a new one arrives.
     send(
         &mut ws2,
-        vec![server_hello(), deliver(4, "m3"), deliver(5, "m5")],
+        vec![server_hello(NEVER), deliver(4, "m3"), deliver(5, "m5")],
     )
     .await;
-    assert_eq!(
-        recv_answering(&mut ws2).await,
-        Body::Ack(device::Ack { seq: 5 })
-    );
+    assert_eq!(recv(&mut ws2).await, Body::Ack(device::Ack { seq: 5 }));
     match app_recv(&mut app).await {
         daemon_message::Body::Notification(d) => {
             assert_eq!(d.notification.expect("n").message_id, "m5")
@@ -273,7 +273,7 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
 
     // Shutdown: GoAway to the gateway, then the daemon returns cleanly.
     stop_tx.send(()).expect("stop");
-    match recv_answering(&mut ws2).await {
+    match recv(&mut ws2).await {
         Body::Goaway(g) => assert_eq!(g.reason, "shutdown"),
         other => panic!("expected GoAway, got {other:?}"),
     }
