@@ -10,7 +10,7 @@
 //! connections told (through the [`Hub`]) that there is something to read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -35,6 +35,10 @@ use crate::store::Store;
 use crate::wake::Waker;
 use crate::{enroll, tls};
 
+mod handle;
+use handle::lock;
+pub use handle::{LinkCommand, LinkHandle, LinkStatus, RequestError};
+
 /// Most frames handled (and committed) as one batch.
 const MAX_BATCH: usize = 256;
 /// How long shutdown waits to deliver the GoAway.
@@ -56,128 +60,6 @@ pub enum LinkError {
     /// The configured gateway cannot be used.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-}
-
-/// Why a register/unregister request failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// No link to the gateway (the daemon is stopping, or the caller gave up).
-    #[error("gateway unavailable")]
-    Unavailable,
-    /// The gateway refused it.
-    #[error("gateway refused: {message}")]
-    Rejected {
-        /// `device::ErrorCode` value.
-        code: i32,
-        /// Gateway's text.
-        message: String,
-    },
-    /// The answer could not be stored.
-    #[error("store: {0}")]
-    Store(String),
-}
-
-/// A request from the app side for the gateway.
-#[derive(Debug)]
-pub enum LinkCommand {
-    /// Get a token for an app.
-    Register {
-        /// App id.
-        app_id: String,
-        /// Where the token goes.
-        reply: oneshot::Sender<Result<String, RequestError>>,
-    },
-    /// Revoke an app's token.
-    Unregister {
-        /// App id.
-        app_id: String,
-        /// Completion.
-        reply: oneshot::Sender<Result<(), RequestError>>,
-    },
-}
-
-impl LinkCommand {
-    fn is_abandoned(&self) -> bool {
-        match self {
-            LinkCommand::Register { reply, .. } => reply.is_closed(),
-            LinkCommand::Unregister { reply, .. } => reply.is_closed(),
-        }
-    }
-}
-
-/// What the status request shows about the link.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LinkStatus {
-    /// A session is up.
-    pub connected: bool,
-    /// Boot time the session came up.
-    pub live_since: Option<Duration>,
-    /// Heartbeat interval in force.
-    pub heartbeat: Option<Duration>,
-    /// Boot time of the last frame from the gateway.
-    pub last_rx: Option<Duration>,
-    /// Sessions established after the first.
-    pub reconnects: u64,
-    /// Device id in use (empty before enrollment).
-    pub device_id: String,
-}
-
-/// The app side's handle on the link.
-#[derive(Debug, Clone)]
-pub struct LinkHandle {
-    commands: mpsc::Sender<LinkCommand>,
-    status: Arc<Mutex<LinkStatus>>,
-}
-
-fn lock(m: &Mutex<LinkStatus>) -> MutexGuard<'_, LinkStatus> {
-    // Plain data, written whole: a poisoned lock still holds a usable value.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl LinkHandle {
-    /// A handle not attached to a [`Link`]: the caller receives the commands
-    /// (for embedding with another transport, and for tests).
-    pub fn channel() -> (Self, mpsc::Receiver<LinkCommand>) {
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        (
-            Self {
-                commands: tx,
-                status: Arc::new(Mutex::new(LinkStatus::default())),
-            },
-            rx,
-        )
-    }
-
-    /// Asks the gateway for `app_id`'s token (waits for a session; the caller bounds the wait).
-    pub async fn register(&self, app_id: &str) -> Result<String, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(LinkCommand::Register {
-                app_id: app_id.to_string(),
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::Unavailable)?;
-        rx.await.map_err(|_| RequestError::Unavailable)?
-    }
-
-    /// Asks the gateway to revoke `app_id`'s token; local token and messages are dropped.
-    pub async fn unregister(&self, app_id: &str) -> Result<(), RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(LinkCommand::Unregister {
-                app_id: app_id.to_string(),
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::Unavailable)?;
-        rx.await.map_err(|_| RequestError::Unavailable)?
-    }
-
-    /// A snapshot of the link state.
-    pub fn status(&self) -> LinkStatus {
-        lock(&self.status).clone()
-    }
 }
 
 enum Reply {

@@ -1,0 +1,132 @@
+//! The app side's view of the link: the commands it sends (register,
+//! unregister) and the status snapshot it reads. Kept apart from the driver
+//! so the app socket depends on this small surface, not on the I/O loop.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::COMMAND_QUEUE;
+
+/// Why a register/unregister request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No link to the gateway (the daemon is stopping, or the caller gave up).
+    #[error("gateway unavailable")]
+    Unavailable,
+    /// The gateway refused it.
+    #[error("gateway refused: {message}")]
+    Rejected {
+        /// `device::ErrorCode` value.
+        code: i32,
+        /// Gateway's text.
+        message: String,
+    },
+    /// The answer could not be stored.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// A request from the app side for the gateway.
+#[derive(Debug)]
+pub enum LinkCommand {
+    /// Get a token for an app.
+    Register {
+        /// App id.
+        app_id: String,
+        /// Where the token goes.
+        reply: oneshot::Sender<Result<String, RequestError>>,
+    },
+    /// Revoke an app's token.
+    Unregister {
+        /// App id.
+        app_id: String,
+        /// Completion.
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+}
+
+impl LinkCommand {
+    pub(super) fn is_abandoned(&self) -> bool {
+        match self {
+            LinkCommand::Register { reply, .. } => reply.is_closed(),
+            LinkCommand::Unregister { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
+/// What the status request shows about the link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// A session is up.
+    pub connected: bool,
+    /// Boot time the session came up.
+    pub live_since: Option<Duration>,
+    /// Heartbeat interval in force.
+    pub heartbeat: Option<Duration>,
+    /// Boot time of the last frame from the gateway.
+    pub last_rx: Option<Duration>,
+    /// Sessions established after the first.
+    pub reconnects: u64,
+    /// Device id in use (empty before enrollment).
+    pub device_id: String,
+}
+
+/// The app side's handle on the link.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    pub(super) commands: mpsc::Sender<LinkCommand>,
+    pub(super) status: Arc<Mutex<LinkStatus>>,
+}
+
+pub(super) fn lock(m: &Mutex<LinkStatus>) -> MutexGuard<'_, LinkStatus> {
+    // Plain data, written whole: a poisoned lock still holds a usable value.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LinkHandle {
+    /// A handle not attached to a [`Link`]: the caller receives the commands
+    /// (for embedding with another transport, and for tests).
+    pub fn channel() -> (Self, mpsc::Receiver<LinkCommand>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        (
+            Self {
+                commands: tx,
+                status: Arc::new(Mutex::new(LinkStatus::default())),
+            },
+            rx,
+        )
+    }
+
+    /// Asks the gateway for `app_id`'s token (waits for a session; the caller bounds the wait).
+    pub async fn register(&self, app_id: &str) -> Result<String, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(LinkCommand::Register {
+                app_id: app_id.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Unavailable)?;
+        rx.await.map_err(|_| RequestError::Unavailable)?
+    }
+
+    /// Asks the gateway to revoke `app_id`'s token; local token and messages are dropped.
+    pub async fn unregister(&self, app_id: &str) -> Result<(), RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(LinkCommand::Unregister {
+                app_id: app_id.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Unavailable)?;
+        rx.await.map_err(|_| RequestError::Unavailable)?
+    }
+
+    /// A snapshot of the link state.
+    pub fn status(&self) -> LinkStatus {
+        lock(&self.status).clone()
+    }
+}
