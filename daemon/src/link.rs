@@ -257,10 +257,19 @@ async fn connect(ctx: &Ctx) -> Result<(Ws, Hello), String> {
 }
 
 async fn credentials(ctx: &Ctx) -> Result<(String, String), String> {
+    let stored = ctx.store.credentials().map_err(|e| e.to_string())?;
     if let (Some(id), Some(secret)) = (&ctx.config.device_id, &ctx.config.device_secret) {
+        // A different identity has its own sequence space: record it so the
+        // resume point starts over instead of skipping the new device's messages.
+        if stored.as_ref().is_none_or(|(sid, _)| sid != id) {
+            ctx.store
+                .set_credentials(id, secret.expose())
+                .map_err(|e| e.to_string())?;
+            tracing::info!(device_id = %id, "using the configured device credentials");
+        }
         return Ok((id.clone(), secret.expose().to_string()));
     }
-    if let Some(c) = ctx.store.credentials().map_err(|e| e.to_string())? {
+    if let Some(c) = stored {
         return Ok(c);
     }
     let Some(key) = &ctx.config.enrollment_key else {
