@@ -77,7 +77,11 @@ impl AppServer {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Ok(Self { agent, base: base.trim_end_matches('/').to_string(), key: key.to_string() })
+        Ok(Self {
+            agent,
+            base: base.trim_end_matches('/').to_string(),
+            key: key.to_string(),
+        })
     }
 
     /// `POST /v1/messages` with `body` (it must carry `"token"`).
@@ -94,17 +98,32 @@ impl AppServer {
     ) -> Result<Reply, AppServerError> {
         let url = format!("{}{}", self.base, path);
         let auth = format!("Bearer {}", self.key);
-        let http = |source: ureq::Error| AppServerError::Http { url: url.clone(), source: Box::new(source) };
+        let http = |source: ureq::Error| AppServerError::Http {
+            url: url.clone(),
+            source: Box::new(source),
+        };
         let mut resp = match (method, body) {
-            ("POST", Some(b)) => self.agent.post(&url).header("Authorization", &auth).send_json(b),
-            ("POST", None) => self.agent.post(&url).header("Authorization", &auth).send_empty(),
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(b),
+            ("POST", None) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_empty(),
             ("DELETE", Some(b)) => self
                 .agent
                 .delete(&url)
                 .header("Authorization", &auth)
                 .force_send_body()
                 .send_json(b),
-            ("DELETE", None) => self.agent.delete(&url).header("Authorization", &auth).call(),
+            ("DELETE", None) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
             _ => self.agent.get(&url).header("Authorization", &auth).call(),
         }
         .map_err(http)?;

@@ -47,20 +47,29 @@ fn main() -> Result<()> {
     let s = Stack::new(app, &[])?;
     let token = s.daemon.register(app)?;
     let pid = s.daemon.pid().context("daemon pid")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut listener = rt.block_on(Listener::connect(&s.daemon.socket, app))?;
     let (rss_idle, _) = rss_kib(pid);
 
     let mut lat = Vec::with_capacity(args.count);
     for i in 0..args.count {
         let t0 = Instant::now();
-        let r = s.app.send(&json!({"token": token, "title": format!("bench {i}"), "desc": "latency"}))?;
+        let r = s
+            .app
+            .send(&json!({"token": token, "title": format!("bench {i}"), "desc": "latency"}))?;
         if r.status != 200 {
             bail!("send {i}: {} {}", r.status, r.body);
         }
-        let want = r.body["message_id"].as_str().unwrap_or_default().to_string();
+        let want = r.body["message_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         loop {
-            let ev = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), listener.next()).await })??;
+            let ev = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), listener.next()).await
+            })??;
             if let Event::Notification(d) = ev {
                 let id = d.notification.map(|n| n.message_id).unwrap_or_default();
                 rt.block_on(listener.ack(&[id.clone()]))?;
@@ -73,7 +82,10 @@ fn main() -> Result<()> {
     }
     let (rss, hwm) = rss_kib(pid);
     lat.sort();
-    println!("pushes: {} sent one after another through the real path", lat.len());
+    println!(
+        "pushes: {} sent one after another through the real path",
+        lat.len()
+    );
     println!(
         "latency ms (HTTP send -> app receives): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
         pct(&lat, 0.50),

@@ -43,12 +43,19 @@ fn main() -> Result<()> {
     };
     std::fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
 
     // Gateway: TLS material, config, the demo app's key, then serve.
     let tls = dir.join("tls");
     if !tls.join("ca.pem").exists() {
-        syspush_gateway::tls::generate(&tls, &["localhost".to_string()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])?;
+        syspush_gateway::tls::generate(
+            &tls,
+            &["localhost".to_string()],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        )?;
     }
     let enrollment_key = "quickstart-enrollment-key";
     let gw_toml = dir.join("gateway.toml");
@@ -91,16 +98,22 @@ fn main() -> Result<()> {
     let d_cfg = syspushd::config::Config::load(&d_toml)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = std::thread::spawn(move || -> Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(syspushd::run(d_cfg, async {
             let _ = stop_rx.await;
         }))?;
         Ok(())
     });
 
-    let (token, first_ms) = rt.block_on(first_push(&socket, &url, &app_key, &tls.join("ca.pem")))?;
+    let (token, first_ms) =
+        rt.block_on(first_push(&socket, &url, &app_key, &tls.join("ca.pem")))?;
     let ca = tls.join("ca.pem");
-    println!("syspush is running: gateway {url}, daemon socket {}", socket.display());
+    println!(
+        "syspush is running: gateway {url}, daemon socket {}",
+        socket.display()
+    );
     println!("first push went app server -> gateway -> syspushd -> app in {first_ms:.1} ms\n");
     println!("See pushes as an app does (one JSON line each):");
     println!(
@@ -113,7 +126,10 @@ fn main() -> Result<()> {
          -d '{{\"token\":\"{token}\",\"title\":\"Hello\",\"desc\":\"from curl\"}}' {url}/v1/messages\n",
         ca.display()
     );
-    println!("Daemon state: cargo run --release -p syspush-client --bin syspushctl -- --socket {} status", socket.display());
+    println!(
+        "Daemon state: cargo run --release -p syspush-client --bin syspushctl -- --socket {} status",
+        socket.display()
+    );
     println!("Ctrl-C stops both.");
 
     rt.block_on(async {
@@ -142,7 +158,10 @@ async fn first_push(socket: &Path, url: &str, key: &str, ca: &Path) -> Result<(S
             }
         }
     };
-    let token = client.register(DEMO_APP).await.context("register the demo app")?;
+    let token = client
+        .register(DEMO_APP)
+        .await
+        .context("register the demo app")?;
     let mut listener = Listener::connect(socket, DEMO_APP).await?;
     let server = AppServer::new(url, key, ca)?;
     let t0 = Instant::now();
@@ -158,13 +177,27 @@ async fn first_push(socket: &Path, url: &str, key: &str, ca: &Path) -> Result<(S
     })
     .await??;
     if reply.status != 200 {
-        bail!("gateway refused the first push: {} {}", reply.status, reply.body);
+        bail!(
+            "gateway refused the first push: {} {}",
+            reply.status,
+            reply.body
+        );
     }
-    let want = reply.body["message_id"].as_str().unwrap_or_default().to_string();
+    let want = reply.body["message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), listener.next()).await.context("first push did not arrive")?? {
+        match tokio::time::timeout(Duration::from_secs(30), listener.next())
+            .await
+            .context("first push did not arrive")??
+        {
             Event::Notification(d) => {
-                let id = d.notification.as_ref().map(|n| n.message_id.clone()).unwrap_or_default();
+                let id = d
+                    .notification
+                    .as_ref()
+                    .map(|n| n.message_id.clone())
+                    .unwrap_or_default();
                 listener.ack(&[id.clone()]).await?;
                 if id == want {
                     return Ok((token, t0.elapsed().as_secs_f64() * 1000.0));

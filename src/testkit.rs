@@ -111,7 +111,8 @@ impl Gateway {
     /// Creates an app (the gateway must be stopped) and returns its API key.
     pub fn add_app(&self, app_id: &str, allow_classes: &[&str]) -> Result<String> {
         let mut cmd = Command::new(bin("syspush-gateway"));
-        cmd.args(["app", "add", app_id, "--config"]).arg(self.config());
+        cmd.args(["app", "add", app_id, "--config"])
+            .arg(self.config());
         if !allow_classes.is_empty() {
             cmd.arg("--allow-class").arg(allow_classes.join(","));
         }
@@ -155,7 +156,12 @@ impl Gateway {
         let addr = line
             .trim()
             .strip_prefix("listening on https://")
-            .ok_or_else(|| anyhow!("unexpected gateway output {line:?} (see {})", self.dir.join("gateway.log").display()))?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "unexpected gateway output {line:?} (see {})",
+                    self.dir.join("gateway.log").display()
+                )
+            })?;
         let port: u16 = addr.rsplit(':').next().unwrap_or_default().parse()?;
         if self.port == 0 {
             self.port = port;
@@ -232,10 +238,19 @@ impl Daemon {
         );
         for a in apps {
             let uids: Vec<String> = a.uids.iter().map(|u| u.to_string()).collect();
-            cfg.push_str(&format!("\n[[app]]\nid = \"{}\"\nuids = [{}]\n", a.id, uids.join(", ")));
+            cfg.push_str(&format!(
+                "\n[[app]]\nid = \"{}\"\nuids = [{}]\n",
+                a.id,
+                uids.join(", ")
+            ));
         }
         std::fs::write(dir.join("syspushd.toml"), cfg)?;
-        Ok(Self { dir: dir.to_path_buf(), socket, child: None, starts: 0 })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            socket,
+            child: None,
+            starts: 0,
+        })
     }
 
     /// The config file.
@@ -257,7 +272,10 @@ impl Daemon {
             .arg("--config")
             .arg(self.config())
             .env("NOTIFY_SOCKET", &notify_path)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log_file(&self.dir.join("syspushd.log"))?)
             .stderr(log_file(&self.dir.join("syspushd.log"))?)
@@ -310,7 +328,11 @@ impl Daemon {
 
     /// Runs `syspushctl --socket SOCK args...` to completion.
     pub fn ctl(&self, args: &[&str]) -> Result<std::process::Output> {
-        Ok(Command::new(bin("syspushctl")).arg("--socket").arg(&self.socket).args(args).output()?)
+        Ok(Command::new(bin("syspushctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()?)
     }
 
     /// `syspushctl register APP` -> the token.
@@ -363,7 +385,10 @@ pub struct Listen {
 impl Listen {
     /// Next notification, or an error after `bound` (or when the process ended).
     pub fn next(&self, bound: Duration) -> Result<serde_json::Value> {
-        let line = self.lines.recv_timeout(bound).map_err(|e| anyhow!("no notification within {bound:?}: {e}"))?;
+        let line = self
+            .lines
+            .recv_timeout(bound)
+            .map_err(|e| anyhow!("no notification within {bound:?}: {e}"))?;
         serde_json::from_str(&line).with_context(|| format!("bad JSON line {line:?}"))
     }
 
@@ -438,20 +463,35 @@ impl Stack {
         }
         gateway.start()?;
         let me = nix::unistd::getuid().as_raw();
-        let mut apps = vec![AppPolicy { id: app_id.into(), uids: vec![me] }];
+        let mut apps = vec![AppPolicy {
+            id: app_id.into(),
+            uids: vec![me],
+        }];
         apps.extend_from_slice(extra_apps);
         let mut daemon = Daemon::new(&dir.path().join("daemon"), &gateway, &apps, daemon_extra)?;
         daemon.start()?;
         let app = gateway.app_server(&app_key)?;
-        Ok(Self { daemon, gateway, app, app_key, app_id: app_id.into(), dir })
+        Ok(Self {
+            daemon,
+            gateway,
+            app,
+            app_key,
+            app_id: app_id.into(),
+            dir,
+        })
     }
 
     /// A minimal push to `token` with `title`.
     pub fn push(&self, token: &str, title: &str) -> Result<String> {
-        let r = self.app.send(&serde_json::json!({"token": token, "title": title, "desc": "d"}))?;
+        let r = self
+            .app
+            .send(&serde_json::json!({"token": token, "title": title, "desc": "d"}))?;
         if r.status != 200 {
             bail!("send answered {}: {}", r.status, r.body);
         }
-        r.body["message_id"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no message_id in {}", r.body))
+        r.body["message_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no message_id in {}", r.body))
     }
 }

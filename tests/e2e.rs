@@ -16,7 +16,10 @@ const APP: &str = "com.example.chat";
 fn push_arrives_at_listening_app_with_every_field() -> Result<()> {
     let s = Stack::new(APP, &[])?;
     let token = s.daemon.register(APP)?;
-    ensure!(token.len() >= 22, "token {token:?} too short to hold 128 bits");
+    ensure!(
+        token.len() >= 22,
+        "token {token:?} too short to hold 128 bits"
+    );
     let listen = s.daemon.listen(APP, Some(1), None)?;
     let data = base64::engine::general_purpose::STANDARD.encode(b"\x00\x01opaque");
     let r = s.app.send(&json!({
@@ -41,7 +44,10 @@ fn push_arrives_at_listening_app_with_every_field() -> Result<()> {
     assert_eq!(n["disable_push"], false);
     assert_eq!(n["sender"]["id"], "u1");
     assert_eq!(n["sender"]["nickname"], "Ann");
-    ensure!(n["sent_at_ms"].as_u64().unwrap_or(0) > 0, "sent_at_ms missing: {n}");
+    ensure!(
+        n["sent_at_ms"].as_u64().unwrap_or(0) > 0,
+        "sent_at_ms missing: {n}"
+    );
     let (st, err) = listen.finish()?;
     ensure!(st.success(), "listen failed: {err}");
     Ok(())
@@ -49,10 +55,18 @@ fn push_arrives_at_listening_app_with_every_field() -> Result<()> {
 
 fn pending_for(s: &Stack, app: &str) -> Result<u64> {
     let out = s.daemon.ctl(&["status", "--json"])?;
-    ensure!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let apps = v["apps"].as_array().cloned().unwrap_or_default();
-    Ok(apps.iter().find(|a| a["app_id"] == app).and_then(|a| a["pending"].as_u64()).unwrap_or(0))
+    Ok(apps
+        .iter()
+        .find(|a| a["app_id"] == app)
+        .and_then(|a| a["pending"].as_u64())
+        .unwrap_or(0))
 }
 
 #[test]
@@ -76,7 +90,11 @@ fn push_sent_while_daemon_is_down_arrives_after_it_starts() -> Result<()> {
     let mut s = Stack::new(APP, &[])?;
     let token = s.daemon.register(APP)?;
     let st = s.daemon.stop()?;
-    ensure!(st.success(), "daemon exit on SIGTERM: {st}; log: {}", s.daemon.log());
+    ensure!(
+        st.success(),
+        "daemon exit on SIGTERM: {st}; log: {}",
+        s.daemon.log()
+    );
     let id = s.push(&token, "sent while the daemon was down")?;
     s.daemon.start()?;
     let listen = s.daemon.listen(APP, Some(1), None)?;
@@ -85,7 +103,11 @@ fn push_sent_while_daemon_is_down_arrives_after_it_starts() -> Result<()> {
     Ok(())
 }
 
-fn collect(listen: &syspush::testkit::Listen, n: usize, mut at: impl FnMut(usize) -> Result<()>) -> Result<Vec<String>> {
+fn collect(
+    listen: &syspush::testkit::Listen,
+    n: usize,
+    mut at: impl FnMut(usize) -> Result<()>,
+) -> Result<Vec<String>> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         at(i)?;
@@ -98,10 +120,22 @@ fn collect(listen: &syspush::testkit::Listen, n: usize, mut at: impl FnMut(usize
 fn check_exactly_once(sent: &[String], got: &[String]) -> Result<()> {
     let sent_set: HashSet<&String> = sent.iter().collect();
     let got_set: HashSet<&String> = got.iter().collect();
-    ensure!(sent_set.len() == sent.len(), "gateway issued a duplicate id");
-    ensure!(got_set.len() == got.len(), "app saw {} duplicates", got.len() - got_set.len());
+    ensure!(
+        sent_set.len() == sent.len(),
+        "gateway issued a duplicate id"
+    );
+    ensure!(
+        got_set.len() == got.len(),
+        "app saw {} duplicates",
+        got.len() - got_set.len()
+    );
     let lost: Vec<_> = sent_set.difference(&got_set).collect();
-    ensure!(lost.is_empty(), "{} lost, e.g. {:?}", lost.len(), lost.first());
+    ensure!(
+        lost.is_empty(),
+        "{} lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
     let extra: Vec<_> = got_set.difference(&sent_set).collect();
     ensure!(extra.is_empty(), "{} unexpected ids", extra.len());
     Ok(())
@@ -119,7 +153,12 @@ fn sigkill_of_the_daemon_mid_stream_loses_and_duplicates_nothing() -> Result<()>
         for i in 0..N {
             let r = app.send(&json!({"token": token, "title": format!("m{i}"), "desc": "x"}))?;
             ensure!(r.status == 200, "send {i}: {} {}", r.status, r.body);
-            ids.push(r.body["message_id"].as_str().unwrap_or_default().to_string());
+            ids.push(
+                r.body["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         Ok(ids)
     });
@@ -151,9 +190,16 @@ fn gateway_restart_mid_stream_loses_and_duplicates_nothing() -> Result<()> {
             s.gateway.start()?;
             s.app = s.gateway.app_server(&s.app_key)?;
         }
-        let r = s.app.send(&json!({"token": token, "title": format!("m{i}"), "desc": "x"}))?;
+        let r = s
+            .app
+            .send(&json!({"token": token, "title": format!("m{i}"), "desc": "x"}))?;
         ensure!(r.status == 200, "send {i}: {} {}", r.status, r.body);
-        sent.push(r.body["message_id"].as_str().unwrap_or_default().to_string());
+        sent.push(
+            r.body["message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     let got = collect(&listen, N, |_| Ok(()))?;
     check_exactly_once(&sent, &got)?;
@@ -167,7 +213,10 @@ fn an_app_uid_not_allowed_for_an_app_id_is_refused() -> Result<()> {
         return Ok(());
     }
     let nobody = 65534;
-    let other = AppPolicy { id: "org.example.nobodys".into(), uids: vec![nobody] };
+    let other = AppPolicy {
+        id: "org.example.nobodys".into(),
+        uids: vec![nobody],
+    };
     let s = Stack::new(APP, std::slice::from_ref(&other))?;
     // The socket is reachable for that uid: it may act for its own app...
     let own = std::process::Command::new(syspush::testkit::bin("syspushctl"))
@@ -177,12 +226,22 @@ fn an_app_uid_not_allowed_for_an_app_id_is_refused() -> Result<()> {
         .uid(nobody)
         .gid(nobody)
         .output()?;
-    ensure!(own.status.success(), "own app refused: {}", String::from_utf8_lossy(&own.stderr));
+    ensure!(
+        own.status.success(),
+        "own app refused: {}",
+        String::from_utf8_lossy(&own.stderr)
+    );
     // ...but not for another uid's app: neither listen nor register.
     let listen = s.daemon.listen(APP, Some(1), Some(nobody))?;
     let (st, err) = listen.finish()?;
-    ensure!(!st.success(), "listen as uid {nobody} for {APP} was allowed");
-    ensure!(err.to_lowercase().contains("permission"), "unclear refusal: {err}");
+    ensure!(
+        !st.success(),
+        "listen as uid {nobody} for {APP} was allowed"
+    );
+    ensure!(
+        err.to_lowercase().contains("permission"),
+        "unclear refusal: {err}"
+    );
     let reg = std::process::Command::new(syspush::testkit::bin("syspushctl"))
         .arg("--socket")
         .arg(&s.daemon.socket)
@@ -190,7 +249,10 @@ fn an_app_uid_not_allowed_for_an_app_id_is_refused() -> Result<()> {
         .uid(nobody)
         .gid(nobody)
         .output()?;
-    ensure!(!reg.status.success(), "register as uid {nobody} for {APP} was allowed");
+    ensure!(
+        !reg.status.success(),
+        "register as uid {nobody} for {APP} was allowed"
+    );
     Ok(())
 }
 
@@ -203,7 +265,8 @@ fn decode_daemon_reply(bytes: &[u8]) -> Result<syspush_proto::app::DaemonMessage
 }
 
 #[test]
-fn garbage_and_oversized_frames_on_the_app_socket_get_an_error_and_others_are_served() -> Result<()> {
+fn garbage_and_oversized_frames_on_the_app_socket_get_an_error_and_others_are_served() -> Result<()>
+{
     use syspush_proto::app::{ErrorCode, daemon_message::Body};
     let s = Stack::new(APP, &[])?;
     let token = s.daemon.register(APP)?;
@@ -213,14 +276,23 @@ fn garbage_and_oversized_frames_on_the_app_socket_get_an_error_and_others_are_se
     assert_eq!(listen.next(BOUND)?["message_id"], first.as_str());
 
     // A frame that claims 4 GiB.
-    let reply = decode_daemon_reply(&raw_exchange(&s.daemon.socket, &[0x80, 0x80, 0x80, 0x80, 0x10])?)?;
+    let reply = decode_daemon_reply(&raw_exchange(
+        &s.daemon.socket,
+        &[0x80, 0x80, 0x80, 0x80, 0x10],
+    )?)?;
     match reply.body {
-        Some(Body::Error(e)) => assert_eq!(e.code, ErrorCode::BadFrame as i32, "{e:?}"),
+        Some(Body::Error(e)) => assert_eq!(e.code, ErrorCode::ErrorBadFrame as i32, "{e:?}"),
         other => anyhow::bail!("expected an error for an oversized frame, got {other:?}"),
     }
     // Bytes that are not a protobuf message.
-    let reply = decode_daemon_reply(&raw_exchange(&s.daemon.socket, &[5, 0xff, 0xff, 0xff, 0xff, 0xff])?)?;
-    ensure!(matches!(reply.body, Some(Body::Error(ref e)) if e.code == ErrorCode::BadFrame as i32), "{reply:?}");
+    let reply = decode_daemon_reply(&raw_exchange(
+        &s.daemon.socket,
+        &[5, 0xff, 0xff, 0xff, 0xff, 0xff],
+    )?)?;
+    ensure!(
+        matches!(reply.body, Some(Body::Error(ref e)) if e.code == ErrorCode::ErrorBadFrame as i32),
+        "{reply:?}"
+    );
 
     let second = s.push(&token, "after")?;
     assert_eq!(listen.next(BOUND)?["message_id"], second.as_str());
@@ -234,12 +306,18 @@ fn garbage_on_the_device_websocket_is_refused_and_devices_are_still_served() -> 
     let reply = ws_exchange(&s, &[0xff, 0x01, 0x02, 0x03])?;
     ensure!(!reply.is_empty(), "gateway closed without an error frame");
     let f = syspush_proto::device_codec::decode(&reply)?;
-    ensure!(matches!(f.body, Some(syspush_proto::device::frame::Body::Error(_))), "{f:?}");
+    ensure!(
+        matches!(f.body, Some(syspush_proto::device::frame::Body::Error(_))),
+        "{f:?}"
+    );
     // An oversized frame.
     let reply = ws_exchange(&s, &vec![0u8; syspush_proto::MAX_FRAME_LEN + 10])?;
     if !reply.is_empty() {
         let f = syspush_proto::device_codec::decode(&reply)?;
-        ensure!(matches!(f.body, Some(syspush_proto::device::frame::Body::Error(_))), "{f:?}");
+        ensure!(
+            matches!(f.body, Some(syspush_proto::device::frame::Body::Error(_))),
+            "{f:?}"
+        );
     }
     let listen = s.daemon.listen(APP, Some(1), None)?;
     let id = s.push(&token, "still fine")?;
@@ -281,7 +359,9 @@ fn ws_exchange(s: &Stack, payload: &[u8]) -> Result<Vec<u8>> {
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect()
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
 }
 
 #[test]
@@ -290,8 +370,14 @@ fn unregister_kills_the_token_and_register_again_issues_a_new_one() -> Result<()
     let token = s.daemon.register(APP)?;
     s.push(&token, "while logged in")?;
     let out = s.daemon.ctl(&["unregister", APP])?;
-    ensure!(out.status.success(), "unregister: {}", String::from_utf8_lossy(&out.stderr));
-    let r = s.app.send(&json!({"token": token, "title": "after logout"}))?;
+    ensure!(
+        out.status.success(),
+        "unregister: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = s
+        .app
+        .send(&json!({"token": token, "title": "after logout"}))?;
     assert_eq!(r.status, 404, "{}", r.body);
     ensure!(r.body["error"].is_string(), "error body: {}", r.body);
     let again = s.daemon.register(APP)?;
@@ -305,7 +391,10 @@ fn gateway_http_api_errors_are_json_with_the_right_status() -> Result<()> {
     let token = s.daemon.register(APP)?;
     let bad_key = s.gateway.app_server("not-a-key")?;
     assert_eq!(bad_key.send(&json!({"token": token}))?.status, 401);
-    assert_eq!(s.app.send(&json!({"token": token, "nonsense": 1}))?.status, 400);
+    assert_eq!(
+        s.app.send(&json!({"token": token, "nonsense": 1}))?.status,
+        400
+    );
     assert_eq!(s.app.send(&json!({"token": "no-such-token"}))?.status, 404);
     let big = "x".repeat(4097);
     let r = s.app.send(&json!({"token": token, "desc": big}))?;

@@ -23,7 +23,11 @@ fn read(rel: &str) -> String {
 
 /// Runs systemd-analyze; `None` (after printing why) when it is not installed.
 fn systemd_analyze(args: &[&str], dir: &Path) -> Option<Output> {
-    match Command::new("systemd-analyze").args(args).current_dir(dir).output() {
+    match Command::new("systemd-analyze")
+        .args(args)
+        .current_dir(dir)
+        .output()
+    {
         Ok(out) => Some(out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             println!("skipped: systemd-analyze not installed");
@@ -34,7 +38,11 @@ fn systemd_analyze(args: &[&str], dir: &Path) -> Option<Output> {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A unit file as section -> key -> values (repeated keys keep every value, in order).
@@ -51,7 +59,9 @@ fn parse_unit(src: &str) -> Unit {
             section = name.to_string();
             continue;
         }
-        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("not key=value: {line:?}"));
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not key=value: {line:?}"));
         unit.entry(section.clone())
             .or_default()
             .entry(k.trim().to_string())
@@ -77,8 +87,15 @@ fn socket() -> Unit {
 #[test]
 fn service_exposure_is_at_most_2() {
     let dir = root().join("systemd");
-    let Some(out) = systemd_analyze(&["security", "--offline=true", "--no-pager", "syspushd.service"], &dir)
-    else {
+    let Some(out) = systemd_analyze(
+        &[
+            "security",
+            "--offline=true",
+            "--no-pager",
+            "syspushd.service",
+        ],
+        &dir,
+    ) else {
         return;
     };
     let all = text(&out);
@@ -98,7 +115,10 @@ fn service_exposure_is_at_most_2() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse the exposure from {line:?}"));
     println!("{line}");
-    assert!(score <= 2.0, "syspushd.service exposure {score} > 2.0:\n{all}");
+    assert!(
+        score <= 2.0,
+        "syspushd.service exposure {score} > 2.0:\n{all}"
+    );
 }
 
 #[test]
@@ -112,12 +132,21 @@ fn units_pass_systemd_analyze_verify() {
     assert_eq!(src.matches(exec).count(), 1, "expected one `{exec}` line");
     let rewritten = src.replace(exec, &format!("ExecStart={} ", daemon.display()));
     std::fs::write(tmp.path().join("syspushd.service"), rewritten).expect("write service");
-    std::fs::copy(root().join("systemd/syspushd.socket"), tmp.path().join("syspushd.socket"))
-        .expect("copy socket");
+    std::fs::copy(
+        root().join("systemd/syspushd.socket"),
+        tmp.path().join("syspushd.socket"),
+    )
+    .expect("copy socket");
 
-    let Some(out) =
-        systemd_analyze(&["verify", "--man=no", "./syspushd.service", "./syspushd.socket"], tmp.path())
-    else {
+    let Some(out) = systemd_analyze(
+        &[
+            "verify",
+            "--man=no",
+            "./syspushd.service",
+            "./syspushd.socket",
+        ],
+        tmp.path(),
+    ) else {
         return;
     };
     let all = text(&out);
@@ -130,10 +159,22 @@ fn units_pass_systemd_analyze_verify() {
     let ours: Vec<&str> = all
         .lines()
         .filter(|l| l.contains("syspushd"))
-        .filter(|l| !(l.contains("syspush") && (l.contains("user") || l.contains("User")) && l.contains("exist")))
+        .filter(|l| {
+            !(l.contains("syspush")
+                && (l.contains("user") || l.contains("User"))
+                && l.contains("exist"))
+        })
         .collect();
-    assert!(out.status.success(), "systemd-analyze verify failed ({}):\n{all}", out.status);
-    assert!(ours.is_empty(), "systemd-analyze verify complained about the units:\n{}", ours.join("\n"));
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed ({}):\n{all}",
+        out.status
+    );
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze verify complained about the units:\n{}",
+        ours.join("\n")
+    );
 }
 
 #[test]
@@ -142,7 +183,10 @@ fn service_unit_settings_the_daemon_relies_on() {
     let svc = |k| get(&s, "Service", k);
     assert_eq!(svc("Type"), Some("notify"));
     assert_eq!(svc("NotifyAccess"), Some("main"));
-    assert_eq!(svc("ExecStart"), Some("/usr/bin/syspushd --config /etc/syspush/syspushd.toml"));
+    assert_eq!(
+        svc("ExecStart"),
+        Some("/usr/bin/syspushd --config /etc/syspush/syspushd.toml")
+    );
     assert_eq!(svc("User"), Some("syspush"));
     assert_eq!(svc("Group"), Some("syspush"));
     assert_eq!(svc("DynamicUser"), Some("no"));
@@ -151,7 +195,11 @@ fn service_unit_settings_the_daemon_relies_on() {
     // unit's path is not deleted from under it.
     assert_eq!(svc("RuntimeDirectory"), Some("syspush"));
     assert_eq!(svc("RuntimeDirectoryPreserve"), Some("yes"));
-    assert_eq!(svc("StateDirectory"), Some("syspush"), "state lives in /var/lib/syspush");
+    assert_eq!(
+        svc("StateDirectory"),
+        Some("syspush"),
+        "state lives in /var/lib/syspush"
+    );
     assert_eq!(svc("StateDirectoryMode"), Some("0700"));
     assert_eq!(svc("ConfigurationDirectory"), Some("syspush"));
     // The daemon authorizes apps by SO_PEERCRED uid: a private user namespace would
@@ -165,14 +213,26 @@ fn service_unit_settings_the_daemon_relies_on() {
     let wd = svc("WatchdogSec").expect("WatchdogSec set");
     let wd_s = match wd.strip_suffix('h') {
         Some(h) => h.parse::<u64>().expect("hours") * 3600,
-        None => wd.strip_suffix("min").expect("WatchdogSec in h or min").parse::<u64>().expect("minutes") * 60,
+        None => {
+            wd.strip_suffix("min")
+                .expect("WatchdogSec in h or min")
+                .parse::<u64>()
+                .expect("minutes")
+                * 60
+        }
     };
-    assert!(wd_s > 1680 + 10, "WatchdogSec={wd} is not above one maximal heartbeat");
+    assert!(
+        wd_s > 1680 + 10,
+        "WatchdogSec={wd} is not above one maximal heartbeat"
+    );
     // Restart on failure; stop within 5 s (the daemon exits within 2 s on SIGTERM).
     assert_eq!(svc("Restart"), Some("on-failure"));
     assert_eq!(svc("TimeoutStopSec"), Some("5s"));
     assert_eq!(svc("CapabilityBoundingSet"), Some(""));
-    assert_eq!(svc("RestrictAddressFamilies"), Some("AF_UNIX AF_INET AF_INET6 AF_NETLINK"));
+    assert_eq!(
+        svc("RestrictAddressFamilies"),
+        Some("AF_UNIX AF_INET AF_INET6 AF_NETLINK")
+    );
 }
 
 #[test]
@@ -188,10 +248,17 @@ fn socket_unit_matches_the_service_and_the_contract() {
     let s = service();
     assert_eq!(
         Path::new(k("ListenStream").expect("ListenStream")).parent(),
-        Some(Path::new("/run").join(get(&s, "Service", "RuntimeDirectory").expect("RuntimeDirectory")).as_path()),
+        Some(
+            Path::new("/run")
+                .join(get(&s, "Service", "RuntimeDirectory").expect("RuntimeDirectory"))
+                .as_path()
+        ),
         "the socket lives in the service's RuntimeDirectory"
     );
-    assert_eq!(get(&s, "Service", "RuntimeDirectoryMode"), k("DirectoryMode"));
+    assert_eq!(
+        get(&s, "Service", "RuntimeDirectoryMode"),
+        k("DirectoryMode")
+    );
 }
 
 #[test]
@@ -204,7 +271,11 @@ fn sysusers_and_tmpfiles_agree_with_the_units() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(user_lines.len(), 1, "one sysusers line: {user_lines:?}");
-    assert_eq!(&user_lines[0][..2], ["u", "syspush"], "creates user syspush");
+    assert_eq!(
+        &user_lines[0][..2],
+        ["u", "syspush"],
+        "creates user syspush"
+    );
 
     let tmpfiles = read("systemd/syspushd.tmpfiles");
     let dirs: BTreeMap<&str, (&str, &str, &str)> = tmpfiles
@@ -220,11 +291,19 @@ fn sysusers_and_tmpfiles_agree_with_the_units() {
     let s = service();
     assert_eq!(
         dirs.get("/var/lib/syspush"),
-        Some(&(get(&s, "Service", "StateDirectoryMode").expect("mode"), "syspush", "syspush"))
+        Some(&(
+            get(&s, "Service", "StateDirectoryMode").expect("mode"),
+            "syspush",
+            "syspush"
+        ))
     );
     assert_eq!(
         dirs.get("/run/syspush"),
-        Some(&(get(&s, "Service", "RuntimeDirectoryMode").expect("mode"), "syspush", "syspush"))
+        Some(&(
+            get(&s, "Service", "RuntimeDirectoryMode").expect("mode"),
+            "syspush",
+            "syspush"
+        ))
     );
 }
 
@@ -249,7 +328,10 @@ fn rc_service(rc: &str, name: &str) -> (Vec<String>, Vec<Vec<String>>) {
             options.push(words);
         }
     }
-    (cmdline.unwrap_or_else(|| panic!("no `service {name}` in the .rc")), options)
+    (
+        cmdline.unwrap_or_else(|| panic!("no `service {name}` in the .rc")),
+        options,
+    )
 }
 
 /// The commands of `on TRIGGER` in an init .rc file.
@@ -283,8 +365,14 @@ fn android_file_contexts() -> BTreeMap<String, String> {
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let ctx = f.last().expect("context");
-            let ty = ctx.split(':').nth(2).unwrap_or_else(|| panic!("bad context in {l:?}"));
-            assert!(ctx.starts_with("u:object_r:") && ctx.ends_with(":s0"), "bad context in {l:?}");
+            let ty = ctx
+                .split(':')
+                .nth(2)
+                .unwrap_or_else(|| panic!("bad context in {l:?}"));
+            assert!(
+                ctx.starts_with("u:object_r:") && ctx.ends_with(":s0"),
+                "bad context in {l:?}"
+            );
             (f[0].to_string(), ty.to_string())
         })
         .collect()
@@ -294,7 +382,14 @@ fn android_file_contexts() -> BTreeMap<String, String> {
 fn android_rc_declares_the_service_socket_user_and_data_dir() {
     let rc = read("android-init/syspushd.rc");
     let (cmdline, opts) = rc_service(&rc, "syspushd");
-    assert_eq!(cmdline, ["/vendor/bin/syspushd", "--config", "/vendor/etc/syspush/syspushd.toml"]);
+    assert_eq!(
+        cmdline,
+        [
+            "/vendor/bin/syspushd",
+            "--config",
+            "/vendor/etc/syspush/syspushd.toml"
+        ]
+    );
 
     let one = |name: &str| -> Vec<String> {
         let found = option(&opts, name);
@@ -305,21 +400,44 @@ fn android_rc_declares_the_service_socket_user_and_data_dir() {
     let user = one("user");
     assert_eq!(user.len(), 1);
     let user = &user[0];
-    assert!(!["root", "system"].contains(&user.as_str()), "runs as its own user, not {user}");
-    assert!(user.starts_with("vendor_"), "an OEM AID from config.fs resolves as vendor_*: {user}");
+    assert!(
+        !["root", "system"].contains(&user.as_str()),
+        "runs as its own user, not {user}"
+    );
+    assert!(
+        user.starts_with("vendor_"),
+        "an OEM AID from config.fs resolves as vendor_*: {user}"
+    );
     let groups = one("group");
     assert_eq!(&groups[0], user, "primary group is its own");
-    assert!(groups.contains(&"inet".to_string()), "inet for network access: {groups:?}");
-    assert!(!groups.iter().any(|g| g == "root" || g == "system"), "{groups:?}");
-    assert_eq!(one("capabilities"), Vec::<String>::new(), "all capabilities dropped");
+    assert!(
+        groups.contains(&"inet".to_string()),
+        "inet for network access: {groups:?}"
+    );
+    assert!(
+        !groups.iter().any(|g| g == "root" || g == "system"),
+        "{groups:?}"
+    );
+    assert_eq!(
+        one("capabilities"),
+        Vec::<String>::new(),
+        "all capabilities dropped"
+    );
     assert_eq!(one("socket"), ["syspushd", "stream", "0666", user, user]);
     assert_eq!(one("task_profiles"), ["ServiceCapacityLow"]);
     assert!(option(&opts, "oneshot").is_empty() && option(&opts, "critical").is_empty());
-    assert!(option(&opts, "disabled").is_empty(), "starts with class main");
+    assert!(
+        option(&opts, "disabled").is_empty(),
+        "starts with class main"
+    );
 
     let mkdir = rc_action(&rc, "post-fs-data");
     assert!(
-        mkdir.contains(&["mkdir", "/data/vendor/syspush", "0700", user, user].map(String::from).to_vec()),
+        mkdir.contains(
+            &["mkdir", "/data/vendor/syspush", "0700", user, user]
+                .map(String::from)
+                .to_vec()
+        ),
         "post-fs-data creates the data dir 0700 for the daemon: {mkdir:?}"
     );
 }
@@ -339,14 +457,29 @@ fn android_file_contexts_label_the_binary_data_dir_and_socket() {
         .find(|c| c[0] == "mkdir")
         .map(|c| c[1].clone())
         .expect("mkdir in post-fs-data");
-    assert_eq!(fc.get(&binary).map(String::as_str), Some("syspushd_exec"), "{fc:?}");
-    assert_eq!(fc.get(&socket).map(String::as_str), Some("syspushd_socket"), "{fc:?}");
+    assert_eq!(
+        fc.get(&binary).map(String::as_str),
+        Some("syspushd_exec"),
+        "{fc:?}"
+    );
+    assert_eq!(
+        fc.get(&socket).map(String::as_str),
+        Some("syspushd_socket"),
+        "{fc:?}"
+    );
     // The data dir and everything in it (the redb store).
-    assert_eq!(fc.get(&format!("{data}(/.*)?")).map(String::as_str), Some("syspushd_data_file"), "{fc:?}");
+    assert_eq!(
+        fc.get(&format!("{data}(/.*)?")).map(String::as_str),
+        Some("syspushd_data_file"),
+        "{fc:?}"
+    );
     assert_eq!(fc.len(), 3, "nothing else is labelled: {fc:?}");
 
     let te = read("android-init/sepolicy/syspushd.te");
-    let declared = |ty: &str| te.lines().any(|l| l.trim_start().starts_with(&format!("type {ty},")));
+    let declared = |ty: &str| {
+        te.lines()
+            .any(|l| l.trim_start().starts_with(&format!("type {ty},")))
+    };
     for ty in fc.values().map(String::as_str).chain(["syspushd"]) {
         assert!(declared(ty), "syspushd.te does not declare type {ty}");
     }
@@ -360,10 +493,14 @@ fn android_file_contexts_label_the_binary_data_dir_and_socket() {
     ] {
         assert!(te.contains(needed), "syspushd.te lacks `{needed}`");
     }
-    assert!(te.contains("netlink_route_socket") && te.contains("nlmsg_read"), "netlink route access");
+    assert!(
+        te.contains("netlink_route_socket") && te.contains("nlmsg_read"),
+        "netlink route access"
+    );
     // Least privilege: no capability grants at all.
     assert!(
-        !te.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("capability")),
+        !te.lines()
+            .any(|l| !l.trim_start().starts_with('#') && l.contains("capability")),
         "syspushd.te grants a capability"
     );
 }
@@ -374,11 +511,17 @@ fn android_example_config_uses_the_android_paths() {
     let (cmdline, opts) = rc_service(&rc, "syspushd");
     assert_eq!(cmdline[2], "/vendor/etc/syspush/syspushd.toml");
     let bp = read("android-init/Android.bp");
-    assert!(bp.contains("sub_dir: \"syspush\"") && bp.contains("src: \"syspushd.toml\""), "{bp}");
+    assert!(
+        bp.contains("sub_dir: \"syspush\"") && bp.contains("src: \"syspushd.toml\""),
+        "{bp}"
+    );
 
     let config = syspushd::config::Config::load(root().join("android-init/syspushd.toml"))
         .unwrap_or_else(|e| panic!("android-init/syspushd.toml: {e}"));
     assert_eq!(config.state_dir, Path::new("/data/vendor/syspush"));
     let socket_name = &option(&opts, "socket")[0][1];
-    assert_eq!(config.socket_path, Path::new("/dev/socket").join(socket_name));
+    assert_eq!(
+        config.socket_path,
+        Path::new("/dev/socket").join(socket_name)
+    );
 }

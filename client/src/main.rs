@@ -109,7 +109,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         out.flush().context("writing to stdout")?;
                         let id = d.notification.map(|n| n.message_id).unwrap_or_default();
                         if !id.is_empty() {
-                            listener.ack(&[id]).await.context("acking")?;
+                            match listener.ack(&[id]).await {
+                                Ok(_) => {}
+                                // The daemon refused: that is a real error.
+                                Err(e @ syspush_client::ClientError::Daemon { .. }) => {
+                                    return Err(e).context("acking");
+                                }
+                                // The daemon went away (restart, crash): the listener
+                                // remembers the id as acked and re-acks it when the
+                                // daemon redelivers it, so keep listening.
+                                Err(e) => {
+                                    let _ = writeln!(
+                                        std::io::stderr(),
+                                        "syspushctl: ack deferred, daemon unreachable: {e}"
+                                    );
+                                }
+                            }
                         }
                         seen += 1;
                     }

@@ -43,14 +43,23 @@ pub fn peek_length(buf: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
             return Ok(Some((value, i + 1)));
         }
     }
-    if buf.len() >= 10 { Err(CodecError::BadLength) } else { Ok(None) }
+    if buf.len() >= 10 {
+        Err(CodecError::BadLength)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Decodes one complete frame from the front of `buf`, if present.
 pub fn try_decode<T: Message + Default>(buf: &mut BytesMut) -> Result<Option<T>, CodecError> {
-    let Some((len, prefix)) = peek_length(buf)? else { return Ok(None) };
+    let Some((len, prefix)) = peek_length(buf)? else {
+        return Ok(None);
+    };
     if len > MAX_FRAME_LEN as u64 {
-        return Err(CodecError::TooLarge { len, max: MAX_FRAME_LEN });
+        return Err(CodecError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     let len = len as usize;
     if buf.len() < prefix + len {
@@ -67,10 +76,17 @@ pub fn try_decode<T: Message + Default>(buf: &mut BytesMut) -> Result<Option<T>,
 pub fn encode_delimited<M: Message>(msg: &M, dst: &mut BytesMut) -> Result<(), CodecError> {
     let len = msg.encoded_len();
     if len > MAX_FRAME_LEN {
-        return Err(CodecError::TooLarge { len: len as u64, max: MAX_FRAME_LEN });
+        return Err(CodecError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME_LEN,
+        });
     }
     dst.reserve(len + 10);
-    msg.encode_length_delimited(dst).map_err(|_| CodecError::TooLarge { len: len as u64, max: MAX_FRAME_LEN })?;
+    msg.encode_length_delimited(dst)
+        .map_err(|_| CodecError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME_LEN,
+        })?;
     Ok(())
 }
 
@@ -106,7 +122,10 @@ mod tests {
     use crate::app::{AppRequest, Hello, app_request::Body};
 
     fn hello(id: &str) -> AppRequest {
-        AppRequest { request_id: 1, body: Some(Body::Hello(Hello { app_id: id.into() })) }
+        AppRequest {
+            request_id: 1,
+            body: Some(Body::Hello(Hello { app_id: id.into() })),
+        }
     }
 
     #[test]
@@ -132,15 +151,24 @@ mod tests {
         // varint of 4 GiB
         let mut buf = BytesMut::from(&[0x80, 0x80, 0x80, 0x80, 0x10][..]);
         let cap_before = buf.capacity();
-        assert!(matches!(try_decode::<AppRequest>(&mut buf), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(
+            try_decode::<AppRequest>(&mut buf),
+            Err(CodecError::TooLarge { .. })
+        ));
         assert_eq!(buf.capacity(), cap_before);
     }
 
     #[test]
     fn refuses_bad_varint_and_garbage() {
         let mut buf = BytesMut::from(&[0xffu8; 12][..]);
-        assert!(matches!(try_decode::<AppRequest>(&mut buf), Err(CodecError::BadLength)));
+        assert!(matches!(
+            try_decode::<AppRequest>(&mut buf),
+            Err(CodecError::BadLength)
+        ));
         let mut buf = BytesMut::from(&[3u8, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(try_decode::<AppRequest>(&mut buf), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            try_decode::<AppRequest>(&mut buf),
+            Err(CodecError::Decode(_))
+        ));
     }
 }

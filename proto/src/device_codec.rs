@@ -10,7 +10,10 @@ use crate::{CodecError, MAX_FRAME_LEN};
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, CodecError> {
     let len = frame.encoded_len();
     if len > MAX_FRAME_LEN {
-        return Err(CodecError::TooLarge { len: len as u64, max: MAX_FRAME_LEN });
+        return Err(CodecError::TooLarge {
+            len: len as u64,
+            max: MAX_FRAME_LEN,
+        });
     }
     Ok(frame.encode_to_vec())
 }
@@ -18,7 +21,10 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, CodecError> {
 /// Decodes one WebSocket binary message into a frame with a body.
 pub fn decode(bytes: &[u8]) -> Result<Frame, CodecError> {
     if bytes.len() > MAX_FRAME_LEN {
-        return Err(CodecError::TooLarge { len: bytes.len() as u64, max: MAX_FRAME_LEN });
+        return Err(CodecError::TooLarge {
+            len: bytes.len() as u64,
+            max: MAX_FRAME_LEN,
+        });
     }
     let frame = Frame::decode(bytes)?;
     if frame.body.is_none() {
@@ -35,14 +41,18 @@ pub fn frame(body: Body) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::{Ack, Deliver};
     use crate::common::Notification;
+    use crate::device::{Ack, Deliver};
 
     #[test]
     fn round_trip() {
         let f = frame(Body::Deliver(Deliver {
             seq: 7,
-            notification: Some(Notification { message_id: "m1".into(), title: "hi".into(), ..Default::default() }),
+            notification: Some(Notification {
+                message_id: "m1".into(),
+                title: "hi".into(),
+                ..Default::default()
+            }),
         }));
         let bytes = encode(&f).unwrap();
         assert_eq!(decode(&bytes).unwrap(), f);
@@ -54,7 +64,10 @@ mod tests {
         assert!(matches!(decode(&big), Err(CodecError::TooLarge { .. })));
         let f = frame(Body::Deliver(Deliver {
             seq: 1,
-            notification: Some(Notification { data: vec![1u8; MAX_FRAME_LEN].into(), ..Default::default() }),
+            notification: Some(Notification {
+                data: vec![1u8; MAX_FRAME_LEN].into(),
+                ..Default::default()
+            }),
         }));
         assert!(matches!(encode(&f), Err(CodecError::TooLarge { .. })));
     }
