@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod enroll;
 pub mod hub;
+pub mod heartbeat;
 pub mod link;
 pub mod notify;
 pub mod policy;
