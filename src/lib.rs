@@ -6,4 +6,5 @@
 //! which runs the real `syspush-gateway` and `syspushd` binaries as processes.
 
 pub mod appserver;
+pub mod netns;
 pub mod testkit;

@@ -64,18 +64,43 @@ pub struct Gateway {
     pub ca: PathBuf,
     /// Devices present this to enroll.
     pub enrollment_key: String,
+    /// The address it listens on and is reached at (127.0.0.1 unless in a netns).
+    pub host: std::net::IpAddr,
+    /// Network namespace it runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
+    /// Extra config lines (for example heartbeat bounds), written at each start.
+    pub extra_config: String,
     port: u16,
     child: Option<(Child, ChildStdout)>,
+}
+
+/// A command for `program`, wrapped in `ip netns exec NS` when `netns` is given.
+fn in_netns(netns: Option<&str>, program: &Path) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Gateway {
     /// Prepares a gateway in `dir` (TLS material and config); does not start it.
     pub fn new(dir: &Path) -> Result<Self> {
+        Self::new_at(dir, std::net::IpAddr::from([127, 0, 0, 1]), None)
+    }
+
+    /// Like [`Gateway::new`], listening on `host`, run inside `netns` when given.
+    pub fn new_at(dir: &Path, host: std::net::IpAddr, netns: Option<&str>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let tls = dir.join("tls");
         let st = Command::new(bin("syspush-gateway"))
             .args(["tls-init", "--dir"])
             .arg(&tls)
+            .args(["--name", "localhost", "--ip"])
+            .arg(host.to_string())
             .stderr(log_file(&dir.join("gateway.log"))?)
             .status()?;
         if !st.success() {
@@ -85,6 +110,9 @@ impl Gateway {
             dir: dir.to_path_buf(),
             ca: tls.join("ca.pem"),
             enrollment_key: "test-enrollment-key".into(),
+            host,
+            netns: netns.map(str::to_string),
+            extra_config: String::new(),
             port: 0,
             child: None,
         };
@@ -99,10 +127,12 @@ impl Gateway {
 
     fn write_config(&self) -> Result<()> {
         let cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\ntls_cert = \"tls/cert.pem\"\n\
-             tls_key = \"tls/key.pem\"\nenrollment_key = \"{key}\"\n",
+            "listen = \"{host}:{port}\"\ndata_dir = \"data\"\ntls_cert = \"tls/cert.pem\"\n\
+             tls_key = \"tls/key.pem\"\nenrollment_key = \"{key}\"\n{extra}\n",
+            host = self.host,
             port = self.port,
-            key = self.enrollment_key
+            key = self.enrollment_key,
+            extra = self.extra_config
         );
         std::fs::write(self.config(), cfg)?;
         Ok(())
@@ -128,7 +158,8 @@ impl Gateway {
         if self.child.is_some() {
             bail!("gateway already running");
         }
-        let mut child = Command::new(bin("syspush-gateway"))
+        self.write_config()?;
+        let mut child = in_netns(self.netns.as_deref(), &bin("syspush-gateway"))
             .args(["serve", "--config"])
             .arg(self.config())
             .stdout(Stdio::piped())
@@ -171,9 +202,9 @@ impl Gateway {
         Ok(())
     }
 
-    /// Base URL, `https://127.0.0.1:PORT`.
+    /// Base URL, `https://HOST:PORT`.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}", std::net::SocketAddr::new(self.host, self.port))
     }
 
     /// An app-server client for this gateway with `key`.
@@ -218,6 +249,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     /// The app socket.
     pub socket: PathBuf,
+    /// Network namespace it runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -248,6 +281,7 @@ impl Daemon {
         Ok(Self {
             dir: dir.to_path_buf(),
             socket,
+            netns: None,
             child: None,
             starts: 0,
         })
@@ -268,7 +302,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path)?;
         notify.set_read_timeout(Some(READY_BOUND))?;
-        let mut child = Command::new(bin("syspushd"))
+        let mut child = in_netns(self.netns.as_deref(), &bin("syspushd"))
             .arg("--config")
             .arg(self.config())
             .env("NOTIFY_SOCKET", &notify_path)
