@@ -57,6 +57,10 @@ pub enum ApiError {
     /// Payload or body too large (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The request (its body, or the work behind it) took longer than the
+    /// configured bound (408).
+    #[error("request not completed in time")]
+    Timeout,
     /// The app's daily quota for operational messages is used up (429).
     #[error("{0}")]
     QuotaExhausted(String),
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::QuotaExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(_) | ApiError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -114,7 +119,41 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            guard_request,
+        ))
         .with_state(shared)
+}
+
+/// Runs before any extractor, because extractors read the body before a
+/// handler's first line: refuses a body announced above [`MAX_BODY_BYTES`]
+/// from its Content-Length alone (without it, a client announcing 1 GiB and
+/// sending nothing would hold the connection open forever), and gives the
+/// rest of the request (the body) the same time bound as its headers, so a
+/// slow-loris body is cut off too. Upgrades (`/v1/device`) answer at once and
+/// run outside this bound.
+async fn guard_request(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|len| *len > MAX_BODY_BYTES as u64) {
+        return ApiError::TooLarge(format!(
+            "request body of {len} bytes exceeds {MAX_BODY_BYTES} bytes"
+        ))
+        .into_response();
+    }
+    let bound = std::time::Duration::from_secs(shared.config.header_read_timeout_s);
+    match tokio::time::timeout(bound, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
 }
 
 /// The bearer token of a request, if it has a well-formed one.
@@ -220,6 +259,16 @@ struct SenderJson {
     nickname: Option<String>,
 }
 
+/// Parses and validates the JSON body of `POST /v1/messages` into its token
+/// and the notification (without id, app and timestamps, assigned at accept).
+/// Public so the fuzz target `gateway_send_json` exercises exactly what the
+/// handler runs on untrusted bytes.
+pub fn parse_send_request(raw: &[u8]) -> Result<(String, Notification), ApiError> {
+    let req: SendRequest = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid message: {e}")))?;
+    notification(req)
+}
+
 /// `POST /v1/messages`: an app server sends one message to a token.
 async fn send(
     State(shared): State<Arc<Shared>>,
@@ -230,9 +279,7 @@ async fn send(
     let app = authenticate_app(&shared, &headers).await?;
 
     let raw = body(raw)?;
-    let req: SendRequest = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::BadRequest(format!("invalid message: {e}")))?;
-    let (token, mut n) = notification(req)?;
+    let (token, mut n) = parse_send_request(&raw)?;
 
     let class = ClassJson::from_proto(n.class);
     if !app.allows(class.name()) {

@@ -12,6 +12,10 @@ use serde::Deserialize;
 /// Default heartbeat bounds sent in `ServerHello` (seconds).
 const DEFAULT_HEARTBEAT_MIN_S: u32 = 60;
 const DEFAULT_HEARTBEAT_MAX_S: u32 = 1680;
+/// Default time a client has to finish the TLS handshake (seconds).
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT_S: u64 = 10;
+/// Default time a client has to send a request's headers (slow-loris guard).
+const DEFAULT_HEADER_READ_TIMEOUT_S: u64 = 30;
 
 /// Errors loading or validating a config file.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,22 @@ pub struct Config {
     /// absent = unlimited. Sends beyond it answer 429.
     #[serde(default)]
     pub operational_daily_quota: Option<u64>,
+    /// Seconds a client has to complete the TLS handshake before the TCP
+    /// connection is dropped (idle handshakes otherwise pin a task and a socket).
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout_s: u64,
+    /// Seconds a client has to send a complete request head (slow-loris
+    /// guard); the body and the answer then get as long again (408 after).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_s: u64,
+}
+
+fn default_tls_handshake_timeout() -> u64 {
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_S
+}
+
+fn default_header_read_timeout() -> u64 {
+    DEFAULT_HEADER_READ_TIMEOUT_S
 }
 
 fn default_heartbeat_min() -> u32 {
@@ -92,6 +112,8 @@ impl Config {
             heartbeat_min_s: DEFAULT_HEARTBEAT_MIN_S,
             heartbeat_max_s: DEFAULT_HEARTBEAT_MAX_S,
             operational_daily_quota: None,
+            tls_handshake_timeout_s: DEFAULT_TLS_HANDSHAKE_TIMEOUT_S,
+            header_read_timeout_s: DEFAULT_HEADER_READ_TIMEOUT_S,
         }
     }
 
@@ -138,6 +160,11 @@ impl Config {
                 "heartbeat bounds must satisfy 0 < heartbeat_min_s ({}) <= heartbeat_max_s ({})",
                 self.heartbeat_min_s, self.heartbeat_max_s
             )));
+        }
+        if self.tls_handshake_timeout_s == 0 || self.header_read_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "tls_handshake_timeout_s and header_read_timeout_s must be at least 1".into(),
+            ));
         }
         Ok(())
     }

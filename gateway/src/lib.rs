@@ -37,11 +37,6 @@ use registry::{MemoryRegistry, Registry};
 use store::{SharedStore, Store, StoreError};
 use store_redb::RedbStore;
 
-/// A client has this long to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// ... and this long to send a request's headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// At shutdown, in-flight requests get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -209,7 +204,11 @@ async fn serve_connection(
     shared: Arc<Shared>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    // Both timeouts come from the config (defaults 10 s and 30 s): a client
+    // that never finishes its handshake or trickles its headers (slow loris)
+    // is cut off instead of pinning a task and a socket.
+    let handshake_timeout = Duration::from_secs(shared.config.tls_handshake_timeout_s);
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "tls handshake failed");
@@ -223,7 +222,7 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(Duration::from_secs(shared.config.header_read_timeout_s));
     let conn = builder
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
         .with_upgrades();
