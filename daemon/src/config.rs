@@ -7,8 +7,11 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::heartbeat::HeartbeatConfig;
 
 /// Default config file for a system install.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/syspush/syspushd.toml";
@@ -116,6 +119,35 @@ pub struct Config {
     /// How long to wait for an answer to a heartbeat, seconds.
     #[serde(default = "default_pong_timeout_s")]
     pub pong_timeout_s: u32,
+    /// Shortest heartbeat the learning may settle on, seconds (default 30, or
+    /// `heartbeat_s` if that is lower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_min_s: Option<u32>,
+    /// Longest heartbeat, seconds (default 1680 = 28 min, or `heartbeat_s` if
+    /// that is higher). Equal min and max fix the heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_max_s: Option<u32>,
+    /// Answered heartbeats at one interval before probing a longer one.
+    #[serde(default = "default_heartbeat_probe_after")]
+    pub heartbeat_probe_after: u32,
+    /// Upward probe step while no failure is known, percent of the interval.
+    #[serde(default = "default_heartbeat_growth_pct")]
+    pub heartbeat_growth_pct: u32,
+    /// Learning stops once the proven interval is this percentage of the
+    /// shortest failed one.
+    #[serde(default = "default_heartbeat_precision_pct")]
+    pub heartbeat_precision_pct: u32,
+    /// After a failure with nothing proven below it, retry at this percentage.
+    #[serde(default = "default_heartbeat_step_back_pct")]
+    pub heartbeat_step_back_pct: u32,
+    /// Seconds stable before the failed ceiling is probed again (doubling
+    /// after each failed re-probe, up to 8x).
+    #[serde(default = "default_heartbeat_reprobe_s")]
+    pub heartbeat_reprobe_s: u64,
+    /// Uids besides root allowed to switch idle mode (`syspushctl idle on|off`),
+    /// e.g. the platform's power manager.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system_uids: Vec<u32>,
     /// Apps and the uids allowed to act for them.
     #[serde(default, rename = "app", skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<AppConfig>,
@@ -170,6 +202,26 @@ fn default_heartbeat_s() -> u32 {
 
 fn default_pong_timeout_s() -> u32 {
     10
+}
+
+fn default_heartbeat_probe_after() -> u32 {
+    2
+}
+
+fn default_heartbeat_growth_pct() -> u32 {
+    50
+}
+
+fn default_heartbeat_precision_pct() -> u32 {
+    90
+}
+
+fn default_heartbeat_step_back_pct() -> u32 {
+    80
+}
+
+fn default_heartbeat_reprobe_s() -> u64 {
+    6 * 3600
 }
 
 fn default_wake_min_interval_s() -> u64 {
@@ -343,6 +395,7 @@ impl Config {
                 self.pong_timeout_s
             )));
         }
+        self.validate_heartbeat()?;
         let mut seen = HashSet::new();
         for app in &self.apps {
             if app.id.is_empty()
@@ -370,6 +423,53 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_heartbeat(&self) -> Result<(), ConfigError> {
+        let h = self.heartbeat_config();
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if h.min.is_zero() || h.min > h.max || h.max > Duration::from_secs(86_400) {
+            return bad(format!(
+                "heartbeat_min_s/heartbeat_max_s = {}/{} must satisfy 1 <= min <= max <= 86400",
+                h.min.as_secs(),
+                h.max.as_secs()
+            ));
+        }
+        if !(h.min..=h.max).contains(&h.initial) {
+            return bad(format!(
+                "heartbeat_s = {} is outside heartbeat_min_s..=heartbeat_max_s",
+                self.heartbeat_s
+            ));
+        }
+        for (name, v, range) in [
+            ("heartbeat_probe_after", h.probe_after, 1..=100),
+            ("heartbeat_growth_pct", h.growth_pct, 1..=1000),
+            ("heartbeat_precision_pct", h.precision_pct, 50..=99),
+            ("heartbeat_step_back_pct", h.step_back_pct, 10..=99),
+        ] {
+            if !range.contains(&v) {
+                return bad(format!("{name} = {v} is not in {range:?}"));
+            }
+        }
+        if self.heartbeat_reprobe_s == 0 {
+            return bad("heartbeat_reprobe_s must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The heartbeat policy's tunables, defaults filled in.
+    pub fn heartbeat_config(&self) -> HeartbeatConfig {
+        let secs = |s: u32| Duration::from_secs(s.into());
+        HeartbeatConfig {
+            initial: secs(self.heartbeat_s),
+            min: secs(self.heartbeat_min_s.unwrap_or(30.min(self.heartbeat_s))),
+            max: secs(self.heartbeat_max_s.unwrap_or(1680.max(self.heartbeat_s))),
+            probe_after: self.heartbeat_probe_after,
+            growth_pct: self.heartbeat_growth_pct,
+            precision_pct: self.heartbeat_precision_pct,
+            step_back_pct: self.heartbeat_step_back_pct,
+            reprobe_after: Duration::from_secs(self.heartbeat_reprobe_s),
+        }
     }
 
     /// The gateway endpoint (validated at load time).
@@ -412,6 +512,11 @@ mod tests {
         let c = parse(MIN).expect("valid");
         assert_eq!(c.heartbeat_s, 270);
         assert_eq!(c.pong_timeout_s, 10);
+        let h = c.heartbeat_config();
+        assert_eq!(h, HeartbeatConfig::default());
+        // A short test heartbeat lowers the default minimum with it.
+        let c = parse(&format!("{MIN}heartbeat_s = 5\n")).expect("valid");
+        assert_eq!(c.heartbeat_config().min, Duration::from_secs(5));
         assert_eq!(
             c.endpoint().expect("endpoint"),
             Endpoint {
@@ -459,6 +564,18 @@ mod tests {
             ("gateway = \"https://h\"\ndevice_id = \"d\"\n", "together"),
             (&format!("{MIN}heartbeat_s = 0\n"), "heartbeat_s"),
             (&format!("{MIN}pong_timeout_s = 0\n"), "pong_timeout_s"),
+            (
+                &format!("{MIN}heartbeat_min_s = 300\n"),
+                "outside heartbeat_min_s",
+            ),
+            (
+                &format!("{MIN}heartbeat_min_s = 60\nheartbeat_max_s = 50\n"),
+                "min <= max",
+            ),
+            (
+                &format!("{MIN}heartbeat_precision_pct = 100\n"),
+                "heartbeat_precision_pct",
+            ),
             (
                 &format!("{MIN}[[app]]\nid = \"a\"\n[[app]]\nid = \"a\"\n"),
                 "twice",

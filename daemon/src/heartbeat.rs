@@ -86,6 +86,18 @@ impl Default for HeartbeatConfig {
     }
 }
 
+impl HeartbeatConfig {
+    /// A heartbeat that never adapts: `interval` is the start, the minimum and the maximum.
+    pub fn fixed(interval: Duration) -> Self {
+        Self {
+            initial: interval,
+            min: interval,
+            max: interval,
+            ..Self::default()
+        }
+    }
+}
+
 /// Whether the policy is still searching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeartbeatState {

@@ -43,6 +43,8 @@ pub use handle::{LinkCommand, LinkHandle, LinkStatus, RequestError};
 const MAX_BATCH: usize = 256;
 /// How long shutdown waits to deliver the GoAway.
 const GOAWAY_GRACE: Duration = Duration::from_secs(2);
+/// Network identity when none can be read (no netlink).
+const UNKNOWN_NETWORK: &str = "unknown";
 /// Queued register/unregister commands from apps.
 const COMMAND_QUEUE: usize = 64;
 
@@ -101,6 +103,8 @@ struct Driver {
     queued: Vec<LinkCommand>,
     replies: HashMap<u64, Reply>,
     waker: Waker,
+    /// Identity of the network the device is on (the key of what is learned).
+    network: String,
 }
 
 /// How a connection ended for the outer loop.
@@ -155,7 +159,7 @@ impl Link {
         } = self;
         let mut timer = Timer::new().map_err(LinkError::Timer)?;
         let cfg = SessionConfig {
-            heartbeat: Duration::from_secs(ctx.config.heartbeat_s.into()),
+            heartbeat: ctx.config.heartbeat_config(),
             pong_timeout: Duration::from_secs(ctx.config.pong_timeout_s.into()),
             ..SessionConfig::default()
         };
@@ -164,7 +168,13 @@ impl Link {
             queued: Vec::new(),
             replies: HashMap::new(),
             waker,
+            network: UNKNOWN_NETWORK.to_string(),
         };
+        let learned = ctx.store.learned(&d.network).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the learned heartbeat");
+            None
+        });
+        d.session.network_up(clock::now(), learned);
         loop {
             // Wait for the dial time, collecting app commands meanwhile.
             while !d.session.wants_dial(clock::now()) {
@@ -553,7 +563,29 @@ impl Driver {
                 }
                 ctx.hub.event(&app_id, AppEvent::TokenRevoked { reason });
             }
-            Event::Closed { reason, redial_at } => {
+            Event::Learned(learned) => {
+                tracing::info!(
+                    network = %self.network,
+                    good_s = learned.good.map(|d| d.as_secs()),
+                    ceiling_s = learned.ceiling.map(|d| d.as_secs()),
+                    state = self.session.heartbeat_state().as_str(),
+                    "heartbeat learned"
+                );
+                if let Err(e) = ctx.store.set_learned(&self.network, learned) {
+                    tracing::warn!(error = %e, "cannot remember the learned heartbeat");
+                }
+            }
+            Event::Closed {
+                reason,
+                redial_at: None,
+            } => {
+                tracing::info!(reason = ?reason, "link down; waiting for a network");
+                ctx.notifier.status("no network; waiting");
+            }
+            Event::Closed {
+                reason,
+                redial_at: Some(redial_at),
+            } => {
                 let redial_in_ms = redial_at.saturating_sub(clock::now()).as_millis() as u64;
                 match &reason {
                     CloseReason::Rejected { code, message } => {
@@ -600,5 +632,8 @@ impl Driver {
         s.heartbeat = self.session.heartbeat();
         s.last_rx = self.session.last_rx();
         s.reconnects = self.session.reconnects();
+        s.heartbeat_state = Some(self.session.heartbeat_state());
+        s.network = Some(self.network.clone()).filter(|_| !self.session.is_offline());
+        s.idle = self.session.idle();
     }
 }

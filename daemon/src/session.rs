@@ -14,6 +14,11 @@
 //! Power rules encoded here: while idle, exactly one Ping per heartbeat
 //! interval (measured from the last frame received, so any traffic from the
 //! gateway postpones it); an Ack only right after a commit, one per batch.
+//! The interval comes from the [`HeartbeatPolicy`], which is told the silence
+//! each answered (or unanswered) Ping survived; an unanswered Ping closes the
+//! link and the first redial is immediate. The driver reports network changes
+//! ([`Session::network_up`], [`Session::network_lost`]): without a network
+//! the session waits with no timer at all; a new network redials at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -24,12 +29,13 @@ use syspush_proto::device::{self, Frame, frame::Body};
 use syspush_proto::device_codec::frame;
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::heartbeat::{HeartbeatConfig, HeartbeatPolicy, HeartbeatState, Learned};
 
 /// Tunables of the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
-    /// Desired heartbeat interval (clamped to the gateway's bounds).
-    pub heartbeat: Duration,
+    /// The heartbeat policy's tunables (narrowed to the gateway's bounds).
+    pub heartbeat: HeartbeatConfig,
     /// How long to wait for any frame after a Ping before declaring the link dead.
     pub pong_timeout: Duration,
     /// Dial + TLS + WebSocket + ServerHello must finish within this.
@@ -43,7 +49,7 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_secs(270),
+            heartbeat: HeartbeatConfig::default(),
             pong_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
@@ -77,6 +83,10 @@ pub enum CloseReason {
     },
     /// The gateway broke the protocol.
     Protocol(String),
+    /// The default route went away: nothing to dial until it is back.
+    NetworkLost,
+    /// The device moved to another network: redial on it at once.
+    NetworkChanged,
 }
 
 /// Something the driver must act on.
@@ -139,26 +149,35 @@ pub enum Event {
     Closed {
         /// Why.
         reason: CloseReason,
-        /// Boot time of the next dial.
-        redial_at: Duration,
+        /// Boot time of the next dial; None while there is no network.
+        redial_at: Option<Duration>,
     },
+    /// The heartbeat learned something about the current network: persist it.
+    Learned(Learned),
 }
 
 #[derive(Debug, Clone)]
 struct Live {
     since: Duration,
-    heartbeat: Duration,
     last_rx: Duration,
-    /// Boot time of the outstanding Ping, if any.
-    ping_sent: Option<Duration>,
+    /// The outstanding Ping, if any: when it was sent, and the silence before it.
+    ping: Option<(Duration, Duration)>,
 }
 
 #[derive(Debug, Clone)]
 enum Phase {
-    Waiting { dial_at: Duration },
-    Dialing { deadline: Duration },
-    Handshaking { deadline: Duration },
+    Waiting {
+        dial_at: Duration,
+    },
+    Dialing {
+        deadline: Duration,
+    },
+    Handshaking {
+        deadline: Duration,
+    },
     Live(Live),
+    /// No network: wait for [`Session::network_up`], no timer.
+    Offline,
     Stopped,
 }
 
@@ -195,6 +214,8 @@ pub struct Session {
     acked_seq: u64,
     established_count: u64,
     last_rx: Option<Duration>,
+    policy: HeartbeatPolicy,
+    idle: bool,
 }
 
 impl Session {
@@ -216,20 +237,22 @@ impl Session {
             acked_seq: 0,
             established_count: 0,
             last_rx: None,
+            policy: HeartbeatPolicy::new(cfg.heartbeat, None),
+            idle: false,
         }
     }
 
     /// The next boot-time instant at which [`Session::handle_timeout`] (or, while
-    /// waiting, a dial) is due. `None` once stopped.
+    /// waiting, a dial) is due. `None` once stopped or while offline.
     pub fn poll_timeout(&self) -> Option<Duration> {
         match &self.phase {
             Phase::Waiting { dial_at } => Some(*dial_at),
             Phase::Dialing { deadline } | Phase::Handshaking { deadline } => Some(*deadline),
-            Phase::Live(l) => Some(match l.ping_sent {
-                Some(sent) => sent + self.cfg.pong_timeout,
-                None => l.last_rx + l.heartbeat,
+            Phase::Live(l) => Some(match l.ping {
+                Some((sent, _)) => sent + self.cfg.pong_timeout,
+                None => l.last_rx + self.policy.interval(),
             }),
-            Phase::Stopped => None,
+            Phase::Offline | Phase::Stopped => None,
         }
     }
 
@@ -260,13 +283,16 @@ impl Session {
                 secret: hello.secret,
                 protocol_version: PROTOCOL_VERSION,
                 last_committed_seq: hello.last_committed_seq,
-                idle: false,
+                idle: self.idle,
             })));
         self.phase = Phase::Handshaking { deadline };
     }
 
     /// Dialing failed or the transport closed/errored.
     pub fn transport_failed(&mut self, now: Duration, reason: impl Into<String>) {
+        // The link died while a heartbeat was out (a NAT that answers an
+        // expired mapping with a reset): that silence was too long.
+        self.heartbeat_failed(now);
         if matches!(
             self.phase,
             Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Live(_)
@@ -300,34 +326,31 @@ impl Session {
             Phase::Live(live) => {
                 // Any frame is proof of life: it also answers an outstanding Ping.
                 live.last_rx = now;
-                live.ping_sent = None;
+                let answered = live.ping.take();
                 self.last_rx = Some(now);
+                if let Some((_, silence)) = answered {
+                    let before = self.policy.learned();
+                    self.policy.on_success(now, silence);
+                    self.note_learned(before);
+                }
                 self.on_live_frame(now, body);
             }
             // A frame for a connection already given up on: the driver is about
             // to drop it; nothing in it may be acted on (its Ack would be lost).
-            Phase::Waiting { .. } | Phase::Dialing { .. } | Phase::Stopped => {}
+            Phase::Waiting { .. } | Phase::Dialing { .. } | Phase::Offline | Phase::Stopped => {}
         }
     }
 
     fn on_server_hello(&mut self, now: Duration, sh: device::ServerHello) {
-        let mut heartbeat = self.cfg.heartbeat;
-        let (min, max) = (
+        self.policy.set_gateway_bounds(
             Duration::from_secs(sh.heartbeat_min_s.into()),
             Duration::from_secs(sh.heartbeat_max_s.into()),
         );
-        if !max.is_zero() && min <= max {
-            heartbeat = heartbeat.clamp(min, max);
-        } else if !min.is_zero() {
-            heartbeat = heartbeat.max(min);
-        }
-        // A zero heartbeat would ping in a tight loop.
-        heartbeat = heartbeat.max(Duration::from_secs(1));
+        let heartbeat = self.policy.interval();
         self.phase = Phase::Live(Live {
             since: now,
-            heartbeat,
             last_rx: now,
-            ping_sent: None,
+            ping: None,
         });
         self.last_rx = Some(now);
         self.established_count += 1;
@@ -420,15 +443,16 @@ impl Session {
                     self.close(now, CloseReason::HandshakeTimeout);
                 }
             }
-            Phase::Live(live) => match live.ping_sent {
-                Some(sent) => {
+            Phase::Live(live) => match live.ping {
+                Some((sent, _)) => {
                     if now >= sent + self.cfg.pong_timeout {
+                        self.heartbeat_failed(now);
                         self.close(now, CloseReason::PongTimeout);
                     }
                 }
                 None => {
-                    if now >= live.last_rx + live.heartbeat {
-                        live.ping_sent = Some(now);
+                    if now >= live.last_rx + self.policy.interval() {
+                        live.ping = Some((now, now - live.last_rx));
                         let nonce = self.next_nonce;
                         self.next_nonce += 1;
                         self.transmit
@@ -436,8 +460,107 @@ impl Session {
                     }
                 }
             },
-            Phase::Waiting { .. } | Phase::Stopped => {}
+            Phase::Waiting { .. } | Phase::Offline | Phase::Stopped => {}
         }
+    }
+
+    /// The outstanding Ping (if any) will never be answered: tell the policy.
+    fn heartbeat_failed(&mut self, now: Duration) {
+        if let Phase::Live(live) = &mut self.phase
+            && let Some((_, silence)) = live.ping.take()
+        {
+            let before = self.policy.learned();
+            self.policy.on_failure(now, silence);
+            self.note_learned(before);
+        }
+    }
+
+    fn note_learned(&mut self, before: Learned) {
+        let after = self.policy.learned();
+        if after != before {
+            self.events.push_back(Event::Learned(after));
+        }
+    }
+
+    /// The device is on a network (the first one, a new one, or the old one
+    /// back): heartbeat from what was `learned` about it, and dial now. An
+    /// open connection is dropped — it belongs to the previous network — and
+    /// the backoff is forgotten: the failures it counted were on another path.
+    pub fn network_up(&mut self, now: Duration, learned: Option<Learned>) {
+        if matches!(self.phase, Phase::Stopped) {
+            return;
+        }
+        self.policy = HeartbeatPolicy::new(self.cfg.heartbeat, learned);
+        self.backoff.reset();
+        // A free dial now; a failure after it backs off from the base.
+        self.backoff.next_delay(0);
+        if self.is_connecting() {
+            self.disconnect(now, CloseReason::NetworkChanged, Some(now));
+        } else {
+            self.phase = Phase::Waiting { dial_at: now };
+        }
+    }
+
+    /// The default route is gone: drop any connection (its heartbeat would
+    /// fail and wrongly teach the policy) and wait, with no timer, for
+    /// [`Session::network_up`].
+    pub fn network_lost(&mut self, now: Duration) {
+        if self.is_connecting() {
+            self.disconnect(now, CloseReason::NetworkLost, None);
+        } else if !matches!(self.phase, Phase::Stopped) {
+            self.phase = Phase::Offline;
+        }
+    }
+
+    fn is_connecting(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Live(_)
+        )
+    }
+
+    /// Ends the connection without a verdict on the heartbeat or the backoff.
+    fn disconnect(&mut self, _now: Duration, reason: CloseReason, redial_at: Option<Duration>) {
+        self.transmit.clear();
+        self.phase = match redial_at {
+            Some(dial_at) => Phase::Waiting { dial_at },
+            None => Phase::Offline,
+        };
+        self.events.push_back(Event::Closed { reason, redial_at });
+    }
+
+    /// The device went idle (screen off, doze) or woke up: the gateway holds
+    /// normal-priority messages while idle. Sent now if connected, and in
+    /// every ClientHello.
+    pub fn set_idle(&mut self, idle: bool) {
+        if self.idle == idle {
+            return;
+        }
+        self.idle = idle;
+        if let Phase::Live(_) = self.phase {
+            self.transmit
+                .push_back(frame(Body::SetIdle(device::SetIdle { idle })));
+        }
+    }
+
+    /// Whether the device is idle.
+    pub fn idle(&self) -> bool {
+        self.idle
+    }
+
+    /// Whether the heartbeat is still learning this network.
+    pub fn heartbeat_state(&self) -> HeartbeatState {
+        self.policy.state()
+    }
+
+    /// What the heartbeat learned about the current network.
+    pub fn learned(&self) -> Learned {
+        self.policy.learned()
+    }
+
+    /// Whether there is no network to dial on.
+    pub fn is_offline(&self) -> bool {
+        matches!(self.phase, Phase::Offline)
     }
 
     /// Everything up to `seq` is durably committed: queues one cumulative Ack
@@ -496,7 +619,10 @@ impl Session {
 
     fn close(&mut self, now: Duration, reason: CloseReason) {
         if let Phase::Live(live) = &self.phase
-            && now.saturating_sub(live.since) >= self.cfg.stable_after
+            && (now.saturating_sub(live.since) >= self.cfg.stable_after
+                // A dead mapping, not a dead gateway: the session was up, so
+                // redial at once, however short the (test) heartbeat is.
+                || reason == CloseReason::PongTimeout)
         {
             self.backoff.reset();
         }
@@ -510,7 +636,10 @@ impl Session {
         // carries the committed seq, and requests are resent.
         self.transmit.clear();
         self.phase = Phase::Waiting { dial_at: redial_at };
-        self.events.push_back(Event::Closed { reason, redial_at });
+        self.events.push_back(Event::Closed {
+            reason,
+            redial_at: Some(redial_at),
+        });
     }
 
     fn next_random(&mut self) -> u64 {
@@ -537,9 +666,17 @@ impl Session {
         matches!(self.phase, Phase::Live(_))
     }
 
-    /// Whether the current transport (if any) must be dropped: waiting or stopped.
+    /// Whether the current transport (if any) must be dropped: waiting, offline or stopped.
     pub fn is_disconnected(&self) -> bool {
-        matches!(self.phase, Phase::Waiting { .. } | Phase::Stopped)
+        matches!(
+            self.phase,
+            Phase::Waiting { .. } | Phase::Offline | Phase::Stopped
+        )
+    }
+
+    /// Whether the session is over for good.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped)
     }
 
     /// Boot time at which the live session started.
@@ -553,7 +690,7 @@ impl Session {
     /// Heartbeat interval of the live session.
     pub fn heartbeat(&self) -> Option<Duration> {
         match &self.phase {
-            Phase::Live(l) => Some(l.heartbeat),
+            Phase::Live(_) => Some(self.policy.interval()),
             _ => None,
         }
     }

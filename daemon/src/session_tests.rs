@@ -46,7 +46,10 @@ fn connect(s: &mut Session, now: Duration) {
 
 fn closed_redial(evs: &[Event]) -> Option<(CloseReason, Duration)> {
     evs.iter().find_map(|e| match e {
-        Event::Closed { reason, redial_at } => Some((reason.clone(), *redial_at)),
+        Event::Closed {
+            reason,
+            redial_at: Some(redial_at),
+        } => Some((reason.clone(), *redial_at)),
         _ => None,
     })
 }
@@ -74,7 +77,11 @@ fn hello_carries_resume_point() {
 
 #[test]
 fn three_hours_idle_is_one_ping_per_interval() {
-    let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
+    let cfg = SessionConfig {
+        heartbeat: HeartbeatConfig::fixed(270 * S),
+        ..Default::default()
+    };
+    let mut s = Session::new(cfg, Duration::ZERO, 1);
     connect(&mut s, Duration::ZERO);
     let mut now = Duration::ZERO;
     let mut pings = vec![];
@@ -97,7 +104,12 @@ fn three_hours_idle_is_one_ping_per_interval() {
                 other => panic!("only pings expected while idle, got {other:?}"),
             }
         }
-        assert!(events(&mut s).is_empty());
+        // Nothing to act on but (once) what the heartbeat proved.
+        assert!(
+            events(&mut s)
+                .iter()
+                .all(|e| matches!(e, Event::Learned(_)))
+        );
     }
     // 10800 s / (270 s + 80 ms) = 39.99 -> 39 pings, each one interval apart.
     assert_eq!(pings.len(), 39);
@@ -264,7 +276,12 @@ fn heartbeat_is_clamped_to_gateway_bounds() {
         (270, 0, 0, 270),
     ] {
         let cfg = SessionConfig {
-            heartbeat: Duration::from_secs(want),
+            heartbeat: HeartbeatConfig {
+                initial: Duration::from_secs(want),
+                min: S,
+                max: Duration::from_secs(86_400),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let mut s = Session::new(cfg, Duration::ZERO, 1);
@@ -383,4 +400,161 @@ fn gateway_ping_is_answered() {
     connect(&mut s, Duration::ZERO);
     s.handle_frame(S, frame(Body::Ping(device::Ping { nonce: 77 })));
     assert_eq!(drain(&mut s)[0].body, Some(Body::Pong(Pong { nonce: 77 })));
+}
+
+/// Answers every Ping at once while the NAT keeps mappings for `nat`; returns
+/// (pings, closes) until `end`.
+fn run_behind_nat(s: &mut Session, mut now: Duration, nat: Duration, end: Duration) -> (u64, u64) {
+    let (mut pings, mut closes) = (0, 0);
+    let mut last_rx = now;
+    while let Some(t) = s.poll_timeout() {
+        if t >= end {
+            break;
+        }
+        now = t;
+        if s.wants_dial(now) {
+            connect(s, now);
+            last_rx = now;
+            continue;
+        }
+        s.handle_timeout(now);
+        for f in drain(s) {
+            if let Some(Body::Ping(p)) = f.body {
+                pings += 1;
+                if now - last_rx < nat {
+                    s.handle_frame(now, frame(Body::Pong(Pong { nonce: p.nonce })));
+                    last_rx = now;
+                }
+            }
+        }
+        closes += events(s)
+            .iter()
+            .filter(|e| matches!(e, Event::Closed { .. }))
+            .count() as u64;
+    }
+    (pings, closes)
+}
+
+#[test]
+fn the_heartbeat_learns_the_nat_timeout_and_redials_at_once_on_a_dead_mapping() {
+    let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
+    connect(&mut s, Duration::ZERO);
+    let nat = 600 * S;
+    let (_, closes) = run_behind_nat(&mut s, Duration::ZERO, nat, 6 * 3600 * S);
+    let hb = s.heartbeat().expect("live");
+    assert!(hb * 4 >= nat * 3 && hb < nat, "learned {hb:?}");
+    assert_eq!(s.heartbeat_state(), HeartbeatState::Stable);
+    assert!(closes <= 4, "{closes} dead mappings while learning");
+    // Settled: the next day has only the re-probes of the ceiling.
+    let (pings, closes) = run_behind_nat(&mut s, 6 * 3600 * S, nat, 30 * 3600 * S);
+    assert!(closes <= 2, "{closes}");
+    assert!(pings <= 24 * 3600 / 540 + 3, "{pings} pings in a day");
+}
+
+#[test]
+fn a_pong_timeout_counts_against_the_interval_and_redials_without_backoff() {
+    let cfg = SessionConfig {
+        heartbeat: HeartbeatConfig {
+            initial: 20 * S,
+            min: 5 * S,
+            ..Default::default()
+        },
+        pong_timeout: 2 * S,
+        ..Default::default()
+    };
+    let mut s = Session::new(cfg, Duration::ZERO, 1);
+    s.dial_started(Duration::ZERO);
+    s.transport_open(Duration::ZERO, hello());
+    drain(&mut s);
+    s.handle_frame(Duration::ZERO, server_hello(1, 1680));
+    events(&mut s);
+    s.handle_timeout(20 * S);
+    assert!(matches!(drain(&mut s)[0].body, Some(Body::Ping(_))));
+    s.handle_timeout(22 * S);
+    let evs = events(&mut s);
+    let learned = evs.iter().find_map(|e| match e {
+        Event::Learned(l) => Some(*l),
+        _ => None,
+    });
+    assert_eq!(learned.and_then(|l| l.ceiling), Some(20 * S));
+    // Live for 20 s only (under stable_after), yet the redial is immediate.
+    assert_eq!(
+        closed_redial(&evs),
+        Some((CloseReason::PongTimeout, 22 * S))
+    );
+    s.dial_started(22 * S);
+    s.transport_open(22 * S, hello());
+    s.handle_frame(22 * S, server_hello(1, 1680));
+    assert_eq!(
+        s.heartbeat(),
+        Some(16 * S),
+        "stepped back below the failure"
+    );
+}
+
+#[test]
+fn without_a_network_nothing_is_dialed_and_its_return_dials_at_once() {
+    let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 5);
+    // Several failed dials build up a backoff.
+    let mut now = Duration::ZERO;
+    for _ in 0..8 {
+        now = s.poll_timeout().expect("dial time");
+        s.dial_started(now);
+        s.transport_failed(now, "unreachable");
+        events(&mut s);
+    }
+    s.network_lost(now);
+    assert!(s.is_offline());
+    assert_eq!(s.poll_timeout(), None, "no timer while offline");
+    assert!(!s.wants_dial(now + 3600 * S));
+    let back = now + 3600 * S;
+    let learned = Learned {
+        good: Some(900 * S),
+        ceiling: Some(1000 * S),
+    };
+    s.network_up(back, Some(learned));
+    assert!(s.wants_dial(back), "dials the moment the network is back");
+    connect(&mut s, back);
+    assert_eq!(s.heartbeat(), Some(895 * S), "starts from what was learned");
+    assert_eq!(s.heartbeat_state(), HeartbeatState::Stable);
+    // A change of network while live drops the connection, without a verdict.
+    s.network_up(back + 10 * S, None);
+    let evs = events(&mut s);
+    assert_eq!(
+        closed_redial(&evs),
+        Some((CloseReason::NetworkChanged, back + 10 * S))
+    );
+    assert!(!evs.iter().any(|e| matches!(e, Event::Learned(_))));
+    // Losing it while live: closed, waiting with no redial time.
+    connect(&mut s, back + 10 * S);
+    s.network_lost(back + 20 * S);
+    assert!(events(&mut s).iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            reason: CloseReason::NetworkLost,
+            redial_at: None
+        }
+    )));
+    assert!(s.is_disconnected() && s.poll_timeout().is_none());
+}
+
+#[test]
+fn idle_is_told_at_once_and_in_every_hello() {
+    let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
+    s.set_idle(true);
+    s.dial_started(Duration::ZERO);
+    s.transport_open(Duration::ZERO, hello());
+    match drain(&mut s).remove(0).body {
+        Some(Body::ClientHello(h)) => assert!(h.idle),
+        other => panic!("unexpected {other:?}"),
+    }
+    s.handle_frame(Duration::ZERO, server_hello(60, 1680));
+    s.set_idle(false);
+    s.set_idle(false);
+    let sent = drain(&mut s);
+    assert_eq!(
+        sent.iter().map(|f| f.body.clone()).collect::<Vec<_>>(),
+        vec![Some(Body::SetIdle(device::SetIdle { idle: false }))]
+    );
+    assert!(!s.idle());
 }

@@ -10,7 +10,8 @@
 //! - `seen` + `seen_expiry`: ids already accepted, kept past the app's ack so a
 //!   redelivery is still recognised; pruned by expiry inside each commit (a
 //!   range scan over the expiry index, not a table walk);
-//! - `tokens`: app id -> push token.
+//! - `tokens`: app id -> push token;
+//! - `networks`: what the heartbeat learned per network ([`networks`]).
 //!
 //! A batch of deliveries and the new `last_committed_seq` go in ONE write
 //! transaction: either the gateway may forget them (we ack after this returns)
@@ -32,6 +33,8 @@ const BY_ID: TableDefinition<&str, (&str, u64)> = TableDefinition::new("by_id");
 const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
 const SEEN_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_expiry");
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
+
+pub mod networks;
 
 const LAST_COMMITTED_SEQ: &str = "last_committed_seq";
 const NEXT_ARRIVAL: &str = "next_arrival";
@@ -149,6 +152,7 @@ impl Store {
             txn.open_table(SEEN).map_err(dberr)?;
             txn.open_table(SEEN_EXPIRY).map_err(dberr)?;
             txn.open_table(TOKENS).map_err(dberr)?;
+            txn.open_table(networks::NETWORKS).map_err(dberr)?;
         }
         txn.commit().map_err(dberr)?;
         Ok(Self { db, path })

@@ -71,6 +71,12 @@ pub struct LinkStatus {
     pub reconnects: u64,
     /// Device id in use (empty before enrollment).
     pub device_id: String,
+    /// Whether the heartbeat is still learning the network.
+    pub heartbeat_state: Option<crate::heartbeat::HeartbeatState>,
+    /// Identity of the network in use (None: no network).
+    pub network: Option<String>,
+    /// Whether the device told the gateway it is idle.
+    pub idle: bool,
 }
 
 /// The app side's handle on the link.
