@@ -11,12 +11,24 @@
 //! the gateway (up to 10 s) in a spawned task so the connection keeps
 //! delivering meanwhile; their answers come back through a small bounded
 //! queue.
+//!
+//! Caps, so that no client can grow the daemon's memory without bound:
+//! - per connection: one inbound frame of at most `MAX_FRAME_LEN` (64 KiB;
+//!   a larger announced length closes the connection before anything is
+//!   buffered), one outbound batch of `FEED_BATCH` (32) deliveries, written
+//!   with back-pressure (an app that stops reading stalls only its own task,
+//!   and its messages wait in the store), and [`MAX_IN_FLIGHT`] gateway
+//!   requests;
+//! - connections: at most [`MAX_APP_CONNECTIONS`] in total and
+//!   [`MAX_CONNECTIONS_PER_UID`] per uid (so one uid cannot take every slot).
+//!   A connection over a cap gets `Error{ERROR_UNAVAILABLE}` and is closed;
+//!   the refusal is logged (a warning per streak of refusals, then a count).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -41,7 +53,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries read from the store and written per batch.
 const FEED_BATCH: usize = 32;
 /// Concurrent register/unregister requests per connection.
-const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 4;
+/// App connections served at once; more are refused (see the module docs).
+/// At roughly 150 KiB of buffers per busy connection this bounds the socket's
+/// memory to tens of MiB, and it stays far below a typical fd limit.
+pub const MAX_APP_CONNECTIONS: usize = 256;
+/// App connections one uid may hold at once (root included: a runaway tool
+/// running as root must not lock every app out either).
+pub const MAX_CONNECTIONS_PER_UID: usize = 64;
 
 /// Errors setting up the socket.
 #[derive(Debug, thiserror::Error)]
@@ -117,15 +136,112 @@ pub fn bind(path: &Path) -> Result<UnixListener, AppSockError> {
     Ok(listener)
 }
 
+/// Live connections, in total and per uid, for the connection caps.
+#[derive(Debug, Default)]
+struct ConnLimits {
+    total: usize,
+    per_uid: HashMap<u32, usize>,
+    /// Connections refused since the last one admitted (for the log).
+    refused: u64,
+}
+
+/// A connection's place under the caps; given back when its task ends.
+struct ConnSlot {
+    limits: Arc<Mutex<ConnLimits>>,
+    uid: u32,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut l = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        l.total = l.total.saturating_sub(1);
+        if let Some(n) = l.per_uid.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                l.per_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Takes a slot for a connection of `uid`; None when a cap is reached.
+fn admit(limits: &Arc<Mutex<ConnLimits>>, uid: u32, pid: i32) -> Option<ConnSlot> {
+    let mut l = limits.lock().unwrap_or_else(|e| e.into_inner());
+    let of_uid = l.per_uid.get(&uid).copied().unwrap_or(0);
+    let full = if l.total >= MAX_APP_CONNECTIONS {
+        Some(format!("{MAX_APP_CONNECTIONS} app connections"))
+    } else if of_uid >= MAX_CONNECTIONS_PER_UID {
+        Some(format!(
+            "{MAX_CONNECTIONS_PER_UID} connections of uid {uid}"
+        ))
+    } else {
+        None
+    };
+    if let Some(cap) = full {
+        // One warning per streak: a client hammering the socket must not
+        // flood the journal as well.
+        if l.refused == 0 {
+            tracing::warn!(
+                uid,
+                pid,
+                "connection cap reached ({cap}); refusing new app connections"
+            );
+        } else {
+            tracing::debug!(uid, pid, "connection refused ({cap})");
+        }
+        l.refused += 1;
+        return None;
+    }
+    if l.refused > 0 {
+        tracing::info!(refused = l.refused, "accepting app connections again");
+        l.refused = 0;
+    }
+    l.total += 1;
+    *l.per_uid.entry(uid).or_default() += 1;
+    Some(ConnSlot {
+        limits: limits.clone(),
+        uid,
+    })
+}
+
+/// Tells a connection over a cap why it is closed. The socket was just
+/// accepted, so its send buffer is empty and one small non-blocking write
+/// goes through; if it does not, the close alone says enough.
+fn refuse(stream: UnixStream) {
+    let reply = error(
+        0,
+        ErrorCode::ErrorUnavailable,
+        "too many connections to syspushd; try again later",
+    );
+    if let (Ok(bytes), Ok(mut s)) = (syspush_proto::app_codec::to_vec(&reply), stream.into_std()) {
+        use std::io::Write as _;
+        let _ = s.write(&bytes);
+    }
+}
+
 /// Accepts connections until shutdown; each is served by its own task.
 /// Returns once accepting has stopped (connections end on their own).
 pub async fn serve(listener: UnixListener, ctx: Arc<AppContext>, shutdown: CancellationToken) {
+    let limits = Arc::new(Mutex::new(ConnLimits::default()));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, ctx.clone(), shutdown.clone()));
+                    let creds = match getsockopt(&stream, PeerCredentials) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no peer credentials; closing");
+                            continue;
+                        }
+                    };
+                    match admit(&limits, creds.uid(), creds.pid()) {
+                        Some(slot) => {
+                            let conn = connection(stream, creds.uid(), creds.pid(), slot, ctx.clone(), shutdown.clone());
+                            tokio::spawn(conn);
+                        }
+                        None => refuse(stream),
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: keep serving the connections we have.
@@ -201,15 +317,15 @@ pub fn delivery(n: Notification) -> app::Delivery {
     }
 }
 
-async fn connection(stream: UnixStream, ctx: Arc<AppContext>, shutdown: CancellationToken) {
-    let creds = match getsockopt(&stream, PeerCredentials) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "no peer credentials; closing");
-            return;
-        }
-    };
-    let (uid, pid) = (creds.uid(), creds.pid());
+async fn connection(
+    stream: UnixStream,
+    uid: u32,
+    pid: i32,
+    // Held for the task's life: dropping it frees the connection's slot.
+    _slot: ConnSlot,
+    ctx: Arc<AppContext>,
+    shutdown: CancellationToken,
+) {
     tracing::debug!(uid, pid, "app connected");
     let mut conn: Conn = Framed::new(stream, DelimitedCodec::new());
     let (out_tx, mut out_rx) = mpsc::channel::<DaemonMessage>(MAX_IN_FLIGHT * 2);

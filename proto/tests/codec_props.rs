@@ -6,8 +6,8 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use bytes::{BufMut, BytesMut};
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use syspush_proto::app::{self, AppRequest, DaemonMessage, app_request, daemon_message};
 use syspush_proto::common::{Notification, Sender};
 use syspush_proto::device::{self, Frame, frame::Body};
@@ -202,12 +202,7 @@ proptest! {
     #[test]
     fn any_bytes_as_app_stream_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let mut buf = BytesMut::from(&bytes[..]);
-        loop {
-            match app_codec::try_decode::<AppRequest>(&mut buf) {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = app_codec::try_decode::<AppRequest>(&mut buf) {}
         // A claimed length never reserves more than the cap allows.
         prop_assert!(buf.capacity() <= bytes.len().max(MAX_FRAME_LEN + 16));
     }
