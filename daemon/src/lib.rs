@@ -19,6 +19,7 @@ pub mod enroll;
 pub mod hub;
 pub mod heartbeat;
 pub mod link;
+pub mod netwatch;
 pub mod notify;
 pub mod policy;
 pub mod session;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{self, Timer};
 use crate::config::{Config, Endpoint};
 use crate::hub::{AppEvent, Hub};
+use crate::netwatch::{Netwatch, NetwatchError};
 use crate::notify::Notifier;
 use crate::session::{CloseReason, Event, Hello, Session, SessionConfig};
 use crate::store::Store;
@@ -170,22 +171,35 @@ impl Link {
             waker,
             network: UNKNOWN_NETWORK.to_string(),
         };
-        let learned = ctx.store.learned(&d.network).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the learned heartbeat");
-            None
-        });
-        d.session.network_up(clock::now(), learned);
+        let mut netwatch = match Netwatch::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the network; assuming it is always up");
+                None
+            }
+        };
+        let initial = match &netwatch {
+            Some(w) => Ok(w.current().map(str::to_string)),
+            None => Ok(Some(UNKNOWN_NETWORK.to_string())),
+        };
+        d.on_network(&ctx, &mut netwatch, initial);
         loop {
-            // Wait for the dial time, collecting app commands meanwhile.
+            // Wait for the dial time (or, offline, for a network), collecting
+            // app commands meanwhile.
             while !d.session.wants_dial(clock::now()) {
-                let Some(at) = d.session.poll_timeout() else {
+                if d.session.is_stopped() {
                     return Ok(());
-                };
+                }
+                let at = d.session.poll_timeout();
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
-                    r = timer.sleep_until(at) => r.map_err(LinkError::Timer)?,
+                    r = timer.sleep_until(at.unwrap_or_default()), if at.is_some() => {
+                        r.map_err(LinkError::Timer)?
+                    }
                     Some(cmd) = commands.recv() => d.on_command(cmd),
+                    n = next_network(&mut netwatch) => d.on_network(&ctx, &mut netwatch, n),
                 }
+                d.publish_status(&ctx);
             }
             d.session.dial_started(clock::now());
             // Requests whose callers gave up are not sent on the new session.
@@ -209,6 +223,12 @@ impl Link {
                     d.process_events(&ctx);
                     continue;
                 }
+                // The dial was on the old network (or on none): start over.
+                n = next_network(&mut netwatch) => {
+                    d.on_network(&ctx, &mut netwatch, n);
+                    d.process_events(&ctx);
+                    continue;
+                }
             };
             match dialed {
                 Err(e) => {
@@ -217,7 +237,9 @@ impl Link {
                 }
                 Ok((mut ws, hello)) => {
                     d.session.transport_open(clock::now(), hello);
-                    let ended = d.serve(&ctx, &mut ws, &mut timer, &mut commands).await?;
+                    let ended = d
+                        .serve(&ctx, &mut ws, &mut timer, &mut commands, &mut netwatch)
+                        .await?;
                     d.publish_status(&ctx);
                     if let Ended::Shutdown = ended {
                         return Ok(());
@@ -225,6 +247,14 @@ impl Link {
                 }
             }
         }
+    }
+}
+
+/// The next change of network identity; never, without a watcher.
+async fn next_network(nw: &mut Option<Netwatch>) -> Result<Option<String>, NetwatchError> {
+    match nw {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -303,6 +333,7 @@ impl Driver {
         ws: &mut Ws,
         timer: &mut Timer,
         commands: &mut mpsc::Receiver<LinkCommand>,
+        netwatch: &mut Option<Netwatch>,
     ) -> Result<Ended, LinkError> {
         loop {
             // Events first: committing deliveries queues the Ack and submitting
@@ -345,6 +376,43 @@ impl Driver {
                     self.session.handle_timeout(clock::now());
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd),
+                n = next_network(netwatch) => self.on_network(ctx, netwatch, n),
+            }
+        }
+    }
+
+    /// The network identity changed (None: no default route), or the watcher failed.
+    fn on_network(
+        &mut self,
+        ctx: &Ctx,
+        netwatch: &mut Option<Netwatch>,
+        change: Result<Option<String>, NetwatchError>,
+    ) {
+        let now = clock::now();
+        match change {
+            Ok(Some(network)) => {
+                let learned = ctx.store.learned(&network).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the learned heartbeat");
+                    None
+                });
+                tracing::info!(
+                    network,
+                    known = learned.is_some(),
+                    "on a network; dialing now"
+                );
+                self.network = network;
+                self.session.network_up(now, learned);
+            }
+            Ok(None) => {
+                tracing::info!("no default route; not dialing until there is one");
+                self.session.network_lost(now);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "network watch failed; assuming the network stays up");
+                *netwatch = None;
+                if self.session.is_offline() {
+                    self.session.network_up(now, None);
+                }
             }
         }
     }
