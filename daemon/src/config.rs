@@ -148,6 +148,10 @@ pub struct Config {
     /// e.g. the platform's power manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub system_uids: Vec<u32>,
+    /// Android's package list (`/data/system/packages.list`): when set, an app
+    /// id that is a package name may be acted for by that package's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages_list: Option<PathBuf>,
     /// Apps and the uids allowed to act for them.
     #[serde(default, rename = "app", skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<AppConfig>,
@@ -340,6 +344,9 @@ impl Config {
         }
         fix(&mut self.state_dir);
         fix(&mut self.socket_path);
+        if let Some(p) = self.packages_list.as_mut() {
+            fix(p);
+        }
     }
 
     /// Checks every value; the error says which and why.

@@ -11,16 +11,19 @@
 //! the network — apps can connect and read stored messages while the gateway
 //! is unreachable.
 
+pub mod activation;
 pub mod appsock;
 pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod enroll;
-pub mod hub;
 pub mod heartbeat;
+pub mod hub;
 pub mod link;
+pub mod logging;
 pub mod netwatch;
 pub mod notify;
+pub mod packages_list;
 pub mod policy;
 pub mod session;
 pub mod store;
@@ -49,6 +52,9 @@ pub enum DaemonError {
     /// The app socket could not be bound.
     #[error(transparent)]
     AppSock(#[from] appsock::AppSockError),
+    /// The app socket passed by init could not be used.
+    #[error(transparent)]
+    Activation(#[from] activation::ActivationError),
     /// The link failed fatally.
     #[error(transparent)]
     Link(#[from] link::LinkError),
@@ -67,6 +73,16 @@ pub enum DaemonError {
 /// and returns. Must run inside a tokio runtime with I/O enabled (the daemon
 /// uses a current-thread one).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    run_with_socket(config, None, shutdown).await
+}
+
+/// [`run`], serving on `inherited` (the socket passed by systemd or Android
+/// init, see [`activation::take_from_env`]) instead of binding `socket_path`.
+pub async fn run_with_socket(
+    config: Config,
+    inherited: Option<activation::Inherited>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     config.validate()?;
     let config = Arc::new(config);
     let notifier = Arc::new(notify::Notifier::from_env());
@@ -88,11 +104,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         notifier.clone(),
         cancel.clone(),
     )?;
-    let listener = appsock::bind(&config.socket_path)?;
+    let app_listener = activation::AppListener::open(&config.socket_path, inherited)?;
     let ctx = Arc::new(appsock::AppContext {
         store: store.clone(),
         hub,
-        policy: policy::Policy::from_apps(&config.apps),
+        policy: policy::Policy::from_apps(&config.apps)
+            .with_packages_list(config.packages_list.as_deref()),
         link: handle,
         gateway_url: config.gateway.clone(),
         heartbeat_s: config.heartbeat_s.into(),
@@ -101,14 +118,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     notifier.ready();
     tracing::info!(
         gateway = %config.gateway,
-        socket = %config.socket_path.display(),
+        socket = %app_listener.path.display(),
         store = %store.path().display(),
         apps = config.apps.len(),
         "syspushd ready"
     );
 
     let mut link_task = tokio::spawn(link.run());
-    let server_task = tokio::spawn(appsock::serve(listener, ctx, cancel.clone()));
+    let server_task = tokio::spawn(appsock::serve(app_listener.listener, ctx, cancel.clone()));
     let link_result = tokio::select! {
         _ = shutdown => None,
         r = &mut link_task => Some(r),
@@ -121,7 +138,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => link_task.await,
     };
     server_task.await?;
-    if let Err(e) = std::fs::remove_file(&config.socket_path) {
+    // An inherited socket's path belongs to init: systemd keeps listening on
+    // it while the daemon restarts, so removing it would strand apps.
+    if let Some(path) = &app_listener.unlink_on_exit
+        && let Err(e) = std::fs::remove_file(path)
+    {
         tracing::debug!(error = %e, "cannot remove the app socket");
     }
     link_result??;

@@ -534,6 +534,8 @@ impl Driver {
 
     /// Acts on everything the session decided, committing deliveries in one batch.
     fn process_events(&mut self, ctx: &Ctx) {
+        // Every wake-up of the loop passes here: the watchdog rides on it.
+        ctx.notifier.watchdog();
         let mut batch: Vec<(u64, Option<Notification>)> = Vec::new();
         loop {
             while let Some(ev) = self.session.poll_event() {

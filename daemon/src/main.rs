@@ -1,13 +1,13 @@
-//! `syspushd` command line: load the config, set up logging, and run the
-//! daemon on a current-thread tokio runtime until SIGTERM/SIGINT.
+//! `syspushd` command line: load the config, set up logging, take the app
+//! socket from init if it passed one, and run the daemon on a current-thread
+//! tokio runtime until SIGTERM/SIGINT.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
 use syspushd::config::{Config, default_config_path};
-use tracing_subscriber::EnvFilter;
 
 /// syspush device daemon: one power-saving connection to the push gateway,
 /// a durable inbox, and a local socket for apps.
@@ -24,14 +24,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in journald/logcat/files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    syspushd::logging::init();
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -68,13 +61,18 @@ fn real_main() -> anyhow::Result<()> {
     }
     let path = args.config.unwrap_or_else(default_config_path);
     let cfg = Config::load(&path)?;
+    // Before the runtime exists: taking the socket edits the environment,
+    // which is only sound while this is the only thread.
+    let inherited = syspushd::activation::take_from_env()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
     rt.block_on(async {
         let shutdown = shutdown_signal()?;
-        syspushd::run(cfg, shutdown).await.context("syspushd")
+        syspushd::run_with_socket(cfg, inherited, shutdown)
+            .await
+            .context("syspushd")
     })
 }
 
