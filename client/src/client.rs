@@ -10,7 +10,9 @@ use std::path::Path;
 
 use syspush_proto::app::app_request::Body;
 use syspush_proto::app::daemon_message::Body as Reply;
-use syspush_proto::app::{RegisterRequest, Status, StatusRequest, UnregisterRequest};
+use syspush_proto::app::{
+    RegisterRequest, SetIdleRequest, Status, StatusRequest, UnregisterRequest,
+};
 
 use crate::ClientError;
 use crate::conn::Conn;
@@ -70,6 +72,16 @@ impl Client {
         }
     }
 
+    /// Tells the daemon the device is idle (screen off, doze) or awake; the
+    /// gateway then holds normal-priority messages until the next heartbeat.
+    /// Root or a uid in the daemon's `system_uids` only.
+    pub async fn set_idle(&mut self, idle: bool) -> Result<bool, ClientError> {
+        match self.request(Body::SetIdle(SetIdleRequest { idle })).await? {
+            Reply::IdleSet(s) => Ok(s.idle),
+            other => Err(unexpected("IdleSet", &other)),
+        }
+    }
+
     /// Sends `body` with a new request id and returns the body of the reply with
     /// that id; an `Error` reply becomes [`ClientError::Daemon`].
     async fn request(&mut self, body: Body) -> Result<Reply, ClientError> {
@@ -112,6 +124,7 @@ fn unexpected(wanted: &str, got: &Reply) -> ClientError {
         Reply::Status(_) => "Status",
         Reply::Error(_) => "Error",
         Reply::TokenRevoked(_) => "TokenRevoked",
+        Reply::IdleSet(_) => "IdleSet",
     };
     ClientError::Unexpected(format!("wanted {wanted}, got {name}"))
 }

@@ -71,6 +71,17 @@ pub fn status_json(s: &Status) -> Value {
             })
         })
         .collect();
+    let learned: Vec<Value> = s
+        .learned
+        .iter()
+        .map(|l| {
+            json!({
+                "network": l.network,
+                "interval_s": l.interval_s,
+                "ceiling_s": l.ceiling_s,
+            })
+        })
+        .collect();
     json!({
         "connected": s.connected,
         "gateway_url": s.gateway_url,
@@ -81,6 +92,10 @@ pub fn status_json(s: &Status) -> Value {
         "device_id": s.device_id,
         "last_committed_seq": s.last_committed_seq,
         "apps": apps,
+        "network": (!s.network.is_empty()).then_some(&s.network),
+        "heartbeat_state": s.heartbeat_state,
+        "learned": learned,
+        "idle": s.idle,
     })
 }
 
@@ -101,9 +116,16 @@ pub fn status_text(s: &Status) -> String {
     }
     let _ = writeln!(
         out,
-        "heartbeat: every {}",
-        human_secs(s.heartbeat_interval_s)
+        "heartbeat: every {}{}",
+        human_secs(s.heartbeat_interval_s),
+        if s.heartbeat_state.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.heartbeat_state)
+        }
     );
+    let _ = writeln!(out, "network:   {}", or_dash(&s.network));
+    let _ = writeln!(out, "idle:      {}", if s.idle { "yes" } else { "no" });
     let pong = s
         .last_pong_age_s
         .map_or_else(|| "never".to_owned(), |a| format!("{} ago", human_secs(a)));
@@ -222,6 +244,7 @@ mod tests {
             }],
             device_id: "d1".into(),
             last_committed_seq: 9,
+            ..Status::default()
         };
         let v = status_json(&s);
         assert_eq!(v["last_pong_age_s"], Value::Null);
@@ -235,5 +258,22 @@ mod tests {
         let text = status_text(&s);
         assert!(text.contains("up 1m15s"), "{text}");
         assert!(text.contains("4s ago"), "{text}");
+        let learning = Status {
+            network: "wlan0 via 192.168.1.1".into(),
+            heartbeat_state: "stable".into(),
+            idle: true,
+            learned: vec![syspush_proto::app::LearnedInterval {
+                network: "wlan0 via 192.168.1.1".into(),
+                interval_s: 1134,
+                ceiling_s: Some(1253),
+            }],
+            ..Status::default()
+        };
+        let v = status_json(&learning);
+        assert_eq!(v["network"], "wlan0 via 192.168.1.1");
+        assert_eq!(v["heartbeat_state"], "stable");
+        assert_eq!(v["idle"], true);
+        assert_eq!(v["learned"][0]["interval_s"], 1134);
+        assert_eq!(status_json(&Status::default())["network"], Value::Null);
     }
 }

@@ -42,6 +42,14 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Tell the daemon the device is idle (`on`: screen off / doze; the gateway
+    /// holds normal-priority messages until the next heartbeat) or awake (`off`).
+    /// Call it from the platform's screen or doze signal. Root or system_uids only.
+    Idle {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
+    },
     /// Show the daemon's gateway link and apps.
     Status {
         /// Print JSON instead of text.
@@ -87,6 +95,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Unregister { app_id } => {
             Client::connect(&socket).await?.unregister(&app_id).await?;
+        }
+        Command::Idle { mode } => {
+            Client::connect(&socket)
+                .await?
+                .set_idle(mode == "on")
+                .await?;
         }
         Command::Status { json: as_json } => {
             let status = Client::connect(&socket).await?.status().await?;

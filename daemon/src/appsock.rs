@@ -462,6 +462,23 @@ async fn handle(
                 }
             }
         }
+        Some(Body::SetIdle(r)) => {
+            if !ctx.link.may_set_idle(uid) {
+                error(
+                    id,
+                    ErrorCode::ErrorPermissionDenied,
+                    format!("uid {uid} may not switch idle mode (root or system_uids only)"),
+                )
+            } else {
+                match ctx.link.set_idle(r.idle).await {
+                    Ok(()) => msg(
+                        id,
+                        daemon_message::Body::IdleSet(app::IdleSet { idle: r.idle }),
+                    ),
+                    Err(e) => error(id, ErrorCode::ErrorUnavailable, e.to_string()),
+                }
+            }
+        }
         Some(Body::Ack(a)) => match ctx
             .store
             .ack(&a.message_ids, |app| ctx.policy.may_act(uid, app))
@@ -594,6 +611,31 @@ pub fn status(ctx: &AppContext, uid: u32) -> app::Status {
         apps,
         device_id,
         last_committed_seq: ctx.store.last_committed_seq().unwrap_or(0),
+        network: link.network.clone().unwrap_or_default(),
+        heartbeat_state: link
+            .heartbeat_state
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        learned: learned_intervals(ctx),
+        idle: link.idle,
+    }
+}
+
+/// What the heartbeat learned per network, for Status.
+fn learned_intervals(ctx: &AppContext) -> Vec<app::LearnedInterval> {
+    match ctx.store.all_learned() {
+        Ok(all) => all
+            .into_iter()
+            .map(|(network, l)| app::LearnedInterval {
+                network,
+                interval_s: l.good.map_or(0, |d| d.as_secs()),
+                ceiling_s: l.ceiling.map(|d| d.as_secs()),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list learned heartbeats");
+            Vec::new()
+        }
     }
 }
 

@@ -288,6 +288,7 @@ async fn register_and_unregister_go_through_the_link() {
                     let _ = reply.send(Ok(()));
                     return;
                 }
+                LinkCommand::SetIdle { .. } => {}
             }
         }
     });

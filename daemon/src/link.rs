@@ -128,6 +128,7 @@ impl Link {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let status = Arc::new(Mutex::new(LinkStatus::default()));
         let waker = Waker::from_apps(&config.apps);
+        let ctx_system_uids: Arc<[u32]> = config.system_uids.clone().into();
         let ctx = Ctx {
             config,
             endpoint,
@@ -147,6 +148,7 @@ impl Link {
             LinkHandle {
                 commands: tx,
                 status,
+                system_uids: ctx_system_uids,
             },
         ))
     }
@@ -508,6 +510,12 @@ impl Driver {
     }
 
     fn on_command(&mut self, cmd: LinkCommand) {
+        if let LinkCommand::SetIdle { idle } = cmd {
+            // Not queued: the session keeps the flag for the next hello.
+            tracing::info!(idle, "idle mode");
+            self.session.set_idle(idle);
+            return;
+        }
         if self.session.is_live() {
             self.submit(cmd);
         } else {
@@ -529,6 +537,7 @@ impl Driver {
                 let id = self.session.unregister(app_id);
                 self.replies.insert(id, Reply::Unregister(reply));
             }
+            LinkCommand::SetIdle { idle } => self.session.set_idle(idle),
         }
     }
 

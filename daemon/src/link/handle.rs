@@ -45,6 +45,11 @@ pub enum LinkCommand {
         /// Completion.
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    /// The device went idle or woke up (told to the gateway now or at the next hello).
+    SetIdle {
+        /// Idle or not.
+        idle: bool,
+    },
 }
 
 impl LinkCommand {
@@ -52,6 +57,7 @@ impl LinkCommand {
         match self {
             LinkCommand::Register { reply, .. } => reply.is_closed(),
             LinkCommand::Unregister { reply, .. } => reply.is_closed(),
+            LinkCommand::SetIdle { .. } => false,
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct LinkStatus {
 pub struct LinkHandle {
     pub(super) commands: mpsc::Sender<LinkCommand>,
     pub(super) status: Arc<Mutex<LinkStatus>>,
+    /// Uids besides root that may switch idle mode (config `system_uids`).
+    pub(super) system_uids: Arc<[u32]>,
 }
 
 pub(super) fn lock(m: &Mutex<LinkStatus>) -> MutexGuard<'_, LinkStatus> {
@@ -100,9 +108,23 @@ impl LinkHandle {
             Self {
                 commands: tx,
                 status: Arc::new(Mutex::new(LinkStatus::default())),
+                system_uids: Arc::new([]),
             },
             rx,
         )
+    }
+
+    /// Whether `uid` may switch idle mode: root, or a configured system uid.
+    pub fn may_set_idle(&self, uid: u32) -> bool {
+        uid == 0 || self.system_uids.contains(&uid)
+    }
+
+    /// Tells the link the device is idle (or not). The caller checks [`LinkHandle::may_set_idle`].
+    pub async fn set_idle(&self, idle: bool) -> Result<(), RequestError> {
+        self.commands
+            .send(LinkCommand::SetIdle { idle })
+            .await
+            .map_err(|_| RequestError::Unavailable)
     }
 
     /// Asks the gateway for `app_id`'s token (waits for a session; the caller bounds the wait).
