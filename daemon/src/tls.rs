@@ -129,3 +129,78 @@ pub async fn dial(
         .await
         .map_err(|source| TlsError::Handshake { addr, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::ServerConfig;
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+
+    /// A server for 127.0.0.1 with rustls' default (stateful, TLS 1.3 ticket) resumption.
+    fn server(dir: &Path) -> TlsAcceptor {
+        let mut ca_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            ca_params,
+            rcgen::KeyPair::generate().expect("ca key"),
+        )
+        .expect("ca");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .expect("server config");
+        TlsAcceptor::from(Arc::new(config))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_redial_resumes_the_tls_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let acceptor = server(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ep = Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().expect("addr").port(),
+        };
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                let mut s = acceptor.accept(tcp).await.expect("handshake");
+                s.write_all(b"x").await.expect("write");
+                s.flush().await.expect("flush");
+            }
+        });
+        let config = client_config(Some(&dir.path().join("ca.pem"))).expect("client config");
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let mut s = dial(&config, &ep).await.expect("dial");
+            // Reading processes the session tickets sent after the handshake.
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.expect("read");
+            kinds.push(s.get_ref().1.handshake_kind());
+        }
+        server.await.expect("server");
+        assert_eq!(
+            kinds,
+            vec![
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ]
+        );
+    }
+}
