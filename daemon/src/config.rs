@@ -152,6 +152,11 @@ pub struct Config {
     /// id that is a package name may be acted for by that package's uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages_list: Option<PathBuf>,
+    /// Optional public-key pins: base64 SHA-256 of the gateway leaf
+    /// certificate's SubjectPublicKeyInfo. When set, a certificate whose chain
+    /// is valid but whose key is not listed is refused (see `tls.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pin_spki_sha256: Vec<String>,
     /// Apps and the uids allowed to act for them.
     #[serde(default, rename = "app", skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<AppConfig>,
@@ -355,6 +360,7 @@ impl Config {
         if let Some(ca) = &self.ca_file {
             crate::tls::load_ca(ca)?;
         }
+        crate::tls::parse_pins(&self.pin_spki_sha256)?;
         match (&self.device_id, &self.device_secret) {
             (Some(id), Some(secret)) if id.is_empty() || secret.expose().is_empty() => {
                 return Err(ConfigError::Invalid(

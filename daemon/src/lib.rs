@@ -93,7 +93,7 @@ pub async fn run_with_socket(
     if !have_creds {
         return Err(DaemonError::NoCredentials);
     }
-    let tls = tls::client_config(config.ca_file.as_deref())?;
+    let tls = tls::client_config(config.ca_file.as_deref(), &config.pin_spki_sha256)?;
     let hub = hub::Hub::new();
     let cancel = CancellationToken::new();
     let (link, handle) = link::Link::new(

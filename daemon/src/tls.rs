@@ -6,14 +6,24 @@
 //! resume the TLS session (one round trip, no certificate chain, no key
 //! exchange signature) — cheap on the radio and the CPU, which matters for a
 //! device that redials after every NAT timeout.
+//!
+//! Optional public-key pinning (`pin_spki_sha256`): the chain is verified by
+//! rustls' WebPKI verifier first, then the SHA-256 of the leaf certificate's
+//! SubjectPublicKeyInfo must be one of the pins. Pinning the key rather than
+//! the certificate survives renewals that keep the key, and a stolen CA (or a
+//! mis-issued certificate) cannot pass it. The SPKI is cut out of the DER by
+//! [`spki_of`], a minimal walk over the certificate's outer structure: no
+//! X.509 parser is needed for one field at a fixed position.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::ClientConfig;
-use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, ServerName};
+use base64::Engine;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -50,6 +60,9 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
+    /// The certificate verifier could not be built from the roots.
+    #[error("TLS verifier: {0}")]
+    Verifier(String),
     /// TLS handshake failed (certificate, protocol, reset).
     #[error("TLS handshake with {addr}: {source}")]
     Handshake {
@@ -82,9 +95,14 @@ pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError>
 }
 
 /// Builds the process-wide client config: ring provider, `ca_file` roots if
-/// given (else the built-in web roots), TLS session resumption on (rustls'
-/// default in-memory cache).
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+/// given (else the built-in web roots), the leaf key checked against `pins`
+/// when there are any, TLS session resumption on (rustls' default in-memory
+/// cache).
+pub fn client_config(
+    ca_file: Option<&Path>,
+    pins: &[String],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let pins = parse_pins(pins)?;
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -98,14 +116,177 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(TlsError::Config)?;
+    let config = if pins.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier { inner, pins }))
+            .with_no_client_auth()
+    };
     // `resumption` defaults to an in-memory session store (256 entries):
     // sharing this Arc across dials is all that resumption needs.
     Ok(Arc::new(config))
+}
+
+/// Decodes `pin_spki_sha256` values: standard base64 of 32 bytes each.
+pub fn parse_pins(pins: &[String]) -> Result<Vec<[u8; 32]>, ConfigError> {
+    pins.iter()
+        .map(|p| {
+            base64::engine::general_purpose::STANDARD
+                .decode(p.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "pin_spki_sha256 {p:?} is not the base64 of a SHA-256 hash (32 bytes)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// One DER element: (tag, the whole element, its contents, what follows it).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Splits the first DER element off `der`. Only what certificates use: a
+/// one-byte tag, definite lengths of up to four bytes.
+fn tlv(der: &[u8]) -> Option<Tlv<'_>> {
+    let (&tag, rest) = der.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = der.len() - rest.len();
+    Some((tag, &der[..header + len], &rest[..len], &rest[len..]))
+}
+
+/// The SubjectPublicKeyInfo (whole DER element) of an X.509 certificate:
+/// Certificate = SEQUENCE { tbsCertificate = SEQUENCE { [0] version
+/// (optional), serialNumber, signature, issuer, validity, subject,
+/// subjectPublicKeyInfo, ... }, ... }.
+pub fn spki_of(cert_der: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0;
+    let (tag, _, cert, _) = tlv(cert_der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, _, tbs, _) = tlv(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let mut rest = tbs;
+    let (tag, _, _, after) = tlv(rest)?;
+    if tag == VERSION {
+        rest = after;
+    }
+    // serialNumber, signature, issuer, validity, subject: skip five.
+    for _ in 0..5 {
+        rest = tlv(rest)?.3;
+    }
+    let (tag, spki, _, _) = tlv(rest)?;
+    (tag == SEQUENCE).then_some(spki)
+}
+
+/// The pin of a certificate: base64 SHA-256 of its SubjectPublicKeyInfo (the
+/// value `pin_spki_sha256` takes; `openssl x509 -pubkey | openssl pkey
+/// -pubin -outform der | openssl dgst -sha256 -binary | base64` prints the same).
+pub fn spki_sha256_base64(cert_der: &[u8]) -> Option<String> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki_of(cert_der)?);
+    Some(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+}
+
+/// The leaf key is not one of the pins (shown in the handshake error).
+#[derive(thiserror::Error)]
+#[error("certificate public key (SPKI sha256 {0}) is not in pin_spki_sha256")]
+struct NotPinned(String);
+
+// rustls shows a certificate error with `Debug`: make that the readable text.
+impl std::fmt::Debug for NotPinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// WebPKI chain verification, then the leaf's key against the pins.
+#[derive(Debug)]
+struct PinnedVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    pins: Vec<[u8; 32]>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The chain first: a pin never makes an invalid certificate acceptable.
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let spki = spki_of(end_entity.as_ref())
+            .ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, spki);
+        if self.pins.iter().any(|p| p[..] == *digest.as_ref()) {
+            return Ok(verified);
+        }
+        let shown = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(NotPinned(shown))),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Opens TCP to the endpoint and runs the TLS handshake.
@@ -141,6 +322,11 @@ mod tests {
 
     /// A server for 127.0.0.1 with rustls' default (stateful, TLS 1.3 ticket) resumption.
     fn server(dir: &Path) -> TlsAcceptor {
+        server_with_leaf(dir).0
+    }
+
+    /// Like [`server`], also returning the leaf certificate (DER) and its key's SPKI.
+    fn server_with_leaf(dir: &Path) -> (TlsAcceptor, Vec<u8>, Vec<u8>) {
         let mut ca_params =
             rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -165,7 +351,69 @@ mod tests {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .expect("server config");
-        TlsAcceptor::from(Arc::new(config))
+        let leaf = cert.der().to_vec();
+        (
+            TlsAcceptor::from(Arc::new(config)),
+            leaf,
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        )
+    }
+
+    #[test]
+    fn spki_is_cut_out_of_the_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, leaf, spki) = server_with_leaf(dir.path());
+        assert_eq!(spki_of(&leaf), Some(&spki[..]));
+        let pin = spki_sha256_base64(&leaf).expect("pin");
+        assert_eq!(parse_pins(&[pin]).expect("pin parses").len(), 1);
+        // Every truncation and a wrong outer tag are refused, never a panic.
+        for n in 0..leaf.len() {
+            assert_eq!(spki_of(&leaf[..n]), None, "truncated at {n}");
+        }
+        let mut bad = leaf.clone();
+        bad[0] = 0x31;
+        assert_eq!(spki_of(&bad), None);
+        assert_eq!(spki_of(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(spki_of(&[0x30, 0x02, 0x1f, 0x00]), None);
+    }
+
+    #[test]
+    fn bad_pins_are_config_errors() {
+        assert!(parse_pins(&["not base64!".into()]).is_err());
+        assert!(parse_pins(&["AAAA".into()]).is_err(), "3 bytes is not a SHA-256");
+        assert!(parse_pins(&[]).expect("none").is_empty());
+    }
+
+    /// One handshake against a fresh server; the dial's error text on failure.
+    async fn handshake(pins: impl FnOnce(&[u8]) -> Vec<String>) -> Result<(), String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (acceptor, leaf, _) = server_with_leaf(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ep = Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().expect("addr").port(),
+        };
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let _ = acceptor.accept(tcp).await;
+        });
+        let config = client_config(Some(&dir.path().join("ca.pem")), &pins(&leaf))
+            .expect("client config");
+        let r = dial(&config, &ep).await.map(|_| ()).map_err(|e| e.to_string());
+        let _ = server.await;
+        r
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pinned_key_is_accepted_and_another_key_refused() {
+        handshake(|leaf| vec![spki_sha256_base64(leaf).expect("pin")])
+            .await
+            .expect("the pinned key must be accepted");
+        let other = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let err = handshake(|_| vec![other])
+            .await
+            .expect_err("an unpinned key must be refused");
+        assert!(err.contains("not in pin_spki_sha256"), "{err}");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -185,7 +433,7 @@ mod tests {
                 s.flush().await.expect("flush");
             }
         });
-        let config = client_config(Some(&dir.path().join("ca.pem"))).expect("client config");
+        let config = client_config(Some(&dir.path().join("ca.pem")), &[]).expect("client config");
         let mut kinds = Vec::new();
         for _ in 0..2 {
             let mut s = dial(&config, &ep).await.expect("dial");
