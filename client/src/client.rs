@@ -11,7 +11,8 @@ use std::path::Path;
 use syspush_proto::app::app_request::Body;
 use syspush_proto::app::daemon_message::Body as Reply;
 use syspush_proto::app::{
-    RegisterRequest, SetIdleRequest, Status, StatusRequest, UnregisterRequest,
+    DoctorReport, DoctorRequest, RegisterRequest, SetIdleRequest, SettingsReply, SettingsRequest,
+    Status, StatusRequest, TestPushRequest, UnregisterRequest,
 };
 
 use crate::ClientError;
@@ -82,6 +83,46 @@ impl Client {
         }
     }
 
+    /// Reads (no `changes`) or changes `app_id`'s notification settings on
+    /// this device, app-wide (`channel_id` empty) or for one channel. Changing
+    /// needs root or a uid in the daemon's `system_uids`.
+    pub async fn settings(
+        &mut self,
+        app_id: &str,
+        channel_id: &str,
+        changes: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<SettingsReply, ClientError> {
+        let body = Body::Settings(SettingsRequest {
+            app_id: app_id.to_owned(),
+            channel_id: channel_id.to_owned(),
+            changes: changes.into_iter().collect(),
+        });
+        match self.request(body).await? {
+            Reply::Settings(s) => Ok(s),
+            other => Err(unexpected("SettingsReply", &other)),
+        }
+    }
+
+    /// The daemon's self-check (config, store, gateway, TLS, heartbeat, apps).
+    pub async fn doctor(&mut self) -> Result<DoctorReport, ClientError> {
+        match self.request(Body::Doctor(DoctorRequest {})).await? {
+            Reply::Doctor(d) => Ok(d),
+            other => Err(unexpected("DoctorReport", &other)),
+        }
+    }
+
+    /// Asks the gateway to send a test push to `app_id` on this device;
+    /// returns the test message's id (it arrives like any other message).
+    pub async fn test_push(&mut self, app_id: &str) -> Result<String, ClientError> {
+        let body = Body::TestPush(TestPushRequest {
+            app_id: app_id.to_owned(),
+        });
+        match self.request(body).await? {
+            Reply::TestPushSent(t) => Ok(t.message_id),
+            other => Err(unexpected("TestPushSent", &other)),
+        }
+    }
+
     /// Sends `body` with a new request id and returns the body of the reply with
     /// that id; an `Error` reply becomes [`ClientError::Daemon`].
     async fn request(&mut self, body: Body) -> Result<Reply, ClientError> {
@@ -125,6 +166,9 @@ fn unexpected(wanted: &str, got: &Reply) -> ClientError {
         Reply::Error(_) => "Error",
         Reply::TokenRevoked(_) => "TokenRevoked",
         Reply::IdleSet(_) => "IdleSet",
+        Reply::Settings(_) => "SettingsReply",
+        Reply::Doctor(_) => "DoctorReport",
+        Reply::TestPushSent(_) => "TestPushSent",
     };
     ClientError::Unexpected(format!("wanted {wanted}, got {name}"))
 }

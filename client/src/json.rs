@@ -96,6 +96,26 @@ pub fn status_json(s: &Status) -> Value {
         "heartbeat_state": s.heartbeat_state,
         "learned": learned,
         "idle": s.idle,
+        "drops": s.drops,
+    })
+}
+
+/// An app's notification settings as JSON: `{"app_id", "app": {...},
+/// "channels": [{"channel_id", ...}]}`.
+pub fn settings_json(s: &syspush_proto::app::SettingsReply) -> Value {
+    let one = |n: &syspush_proto::app::NotificationSettings| {
+        json!({
+            "channel_id": n.channel_id,
+            "allow": n.allow,
+            "lockscreen": n.lockscreen,
+            "sound": n.sound,
+            "min_class": class_name(n.min_class),
+        })
+    };
+    json!({
+        "app_id": s.app_id,
+        "app": s.app.as_ref().map(one),
+        "channels": s.channels.iter().map(one).collect::<Vec<_>>(),
     })
 }
 

@@ -50,6 +50,38 @@ enum Command {
         #[arg(value_parser = ["on", "off"])]
         mode: String,
     },
+    /// Show (no KEY=VALUE) or change APP_ID's notification settings on this
+    /// device: allow, lockscreen, sound (true/false), min_class
+    /// (operational/important/system). Changing: root or system_uids only.
+    Settings {
+        /// The app id.
+        app_id: String,
+        /// Only this notification channel (default: the whole app).
+        #[arg(long, value_name = "ID")]
+        channel: Option<String>,
+        /// Changes, e.g. allow=false min_class=important.
+        #[arg(value_name = "KEY=VALUE")]
+        changes: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the daemon, its gateway link and every app; one PASS/FAIL line
+    /// each with a hint. Exits non-zero when something fails.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the gateway for a test push to APP_ID on this device and report
+    /// whether and how fast it arrived (subscribes as the app and acks it).
+    Test {
+        /// The app id.
+        app_id: String,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "S", default_value_t = 30)]
+        timeout: u64,
+    },
     /// Show the daemon's gateway link and apps.
     Status {
         /// Print JSON instead of text.
@@ -68,7 +100,8 @@ fn main() -> ExitCode {
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the tokio runtime")),
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => fail(&e),
     }
 }
@@ -85,7 +118,8 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Ok(false)` when it ran but found a failure (doctor).
+async fn run(cli: Cli) -> anyhow::Result<bool> {
     let socket = cli.socket.unwrap_or_else(default_socket_path);
     let mut out = std::io::stdout().lock();
     match cli.command {
@@ -101,6 +135,105 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
                 .set_idle(mode == "on")
                 .await?;
+        }
+        Command::Settings {
+            app_id,
+            channel,
+            changes,
+            json: as_json,
+        } => {
+            let changes = changes
+                .iter()
+                .map(|c| {
+                    c.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .with_context(|| format!("{c:?} is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let s = Client::connect(&socket)
+                .await?
+                .settings(&app_id, channel.as_deref().unwrap_or(""), changes)
+                .await?;
+            let v = json::settings_json(&s);
+            if as_json {
+                writeln!(out, "{v}").context("writing to stdout")?;
+            } else {
+                let levels = std::iter::once(&v["app"])
+                    .chain(v["channels"].as_array().into_iter().flatten());
+                for l in levels {
+                    let ch = l["channel_id"].as_str().unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{app_id}{}: allow={} lockscreen={} sound={} min_class={}",
+                        if ch.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" channel {ch}")
+                        },
+                        l["allow"],
+                        l["lockscreen"],
+                        l["sound"],
+                        l["min_class"].as_str().unwrap_or_default()
+                    )
+                    .context("writing to stdout")?;
+                }
+            }
+        }
+        Command::Doctor { json: as_json } => {
+            let report = Client::connect(&socket).await?.doctor().await?;
+            let ok = report.checks.iter().all(|c| c.ok);
+            if as_json {
+                let checks: Vec<serde_json::Value> = report
+                    .checks
+                    .iter()
+                    .map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail, "hint": c.hint}))
+                    .collect();
+                writeln!(out, "{}", serde_json::json!({"ok": ok, "checks": checks}))
+                    .context("writing to stdout")?;
+            } else {
+                for c in &report.checks {
+                    let mark = if c.ok { "PASS" } else { "FAIL" };
+                    writeln!(out, "{mark} {}: {}", c.name, c.detail)
+                        .context("writing to stdout")?;
+                    if !c.ok && !c.hint.is_empty() {
+                        writeln!(out, "     hint: {}", c.hint).context("writing to stdout")?;
+                    }
+                }
+            }
+            out.flush().context("writing to stdout")?;
+            return Ok(ok);
+        }
+        Command::Test { app_id, timeout } => {
+            // Subscribe first, so the test message cannot slip past us.
+            let mut listener = Listener::connect(&socket, app_id.clone()).await?;
+            let started = std::time::Instant::now();
+            let id = Client::connect(&socket).await?.test_push(&app_id).await?;
+            let bound = std::time::Duration::from_secs(timeout);
+            loop {
+                let left = bound.saturating_sub(started.elapsed());
+                let ev = tokio::time::timeout(left, listener.next())
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!("test push {id} did not arrive within {timeout} s")
+                    })??;
+                if let Event::Notification(d) = ev {
+                    // Other messages stay pending for the app itself.
+                    if d.notification.as_ref().is_some_and(|n| n.message_id == id) {
+                        let ms = started.elapsed().as_millis();
+                        listener
+                            .ack(std::slice::from_ref(&id))
+                            .await
+                            .context("acking")?;
+                        writeln!(
+                            out,
+                            "test push {id} arrived in {ms} ms (display={})",
+                            d.display
+                        )
+                        .context("writing to stdout")?;
+                        break;
+                    }
+                }
+            }
         }
         Command::Status { json: as_json } => {
             let status = Client::connect(&socket).await?.status().await?;
@@ -143,6 +276,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         seen += 1;
                     }
                     Event::TokenRevoked { app_id, reason } => {
+                        // A JSON line too (with "event", which notifications
+                        // lack), so a script sees the forced logout in order.
+                        writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"event": "token_revoked", "app_id": app_id, "reason": reason})
+                        )
+                        .context("writing to stdout")?;
+                        out.flush().context("writing to stdout")?;
                         let _ = writeln!(
                             std::io::stderr(),
                             "syspushctl: token of {app_id} revoked: {reason}"
@@ -154,5 +296,5 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     out.flush().context("writing to stdout")?;
-    Ok(())
+    Ok(true)
 }

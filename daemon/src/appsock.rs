@@ -288,14 +288,14 @@ async fn next_signal(feed: &mut Option<Feed>) -> Signal {
     }
 }
 
-fn msg(request_id: u64, body: daemon_message::Body) -> DaemonMessage {
+pub(crate) fn msg(request_id: u64, body: daemon_message::Body) -> DaemonMessage {
     DaemonMessage {
         request_id,
         body: Some(body),
     }
 }
 
-fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> DaemonMessage {
+pub(crate) fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> DaemonMessage {
     msg(
         request_id,
         daemon_message::Body::Error(app::Error {
@@ -305,16 +305,17 @@ fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Daemon
     )
 }
 
-/// The Delivery for a stored notification: shown when it has something to
-/// show and the sender did not ask for a silent push.
-pub fn delivery(n: Notification) -> app::Delivery {
-    let display = !n.disable_push && (!n.title.is_empty() || !n.desc.is_empty());
-    app::Delivery {
-        notification: Some(n),
-        display,
-        lockscreen: display,
-        sound: display,
-    }
+/// The Delivery for a stored notification under the device's current
+/// settings for its app and channel (see [`crate::display`]).
+pub fn delivery(store: &Store, n: Notification) -> app::Delivery {
+    let (app_s, ch_s) = store
+        .display_settings(&n.app_id, &n.channel_id)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read notification settings; using defaults");
+            Default::default()
+        });
+    let d = crate::display::decide(&n, &app_s, &ch_s);
+    crate::display::delivery(n, d)
 }
 
 async fn connection(
@@ -392,11 +393,14 @@ async fn feed_batch(ctx: &AppContext, f: &mut Feed, conn: &mut Conn) -> Result<(
         }
     };
     f.backlog = batch.len() == FEED_BATCH;
+    if !batch.is_empty() {
+        crate::diag::record_delivery(f.sub.app_id());
+    }
     for s in batch {
         f.cursor = s.arrival;
         conn.feed(msg(
             0,
-            daemon_message::Body::Notification(delivery(s.notification)),
+            daemon_message::Body::Notification(delivery(&ctx.store, s.notification)),
         ))
         .await
         .map_err(|e| e.to_string())?;
@@ -450,13 +454,21 @@ async fn handle(
                             backlog: pending > 0,
                         });
                         let pending = u32::try_from(pending).unwrap_or(u32::MAX);
-                        msg(
+                        let ok = msg(
                             id,
                             daemon_message::Body::HelloOk(app::HelloOk {
-                                app_id: h.app_id,
+                                app_id: h.app_id.clone(),
                                 pending,
                             }),
-                        )
+                        );
+                        // A forced logout that happened while the app was away.
+                        if let Ok(Some(reason)) = ctx.store.pending_revocation(&h.app_id) {
+                            conn.send(ok).await.map_err(|e| e.to_string())?;
+                            let _ = ctx.store.clear_revocation(&h.app_id);
+                            msg(0, daemon_message::Body::TokenRevoked(app::TokenRevoked { app_id: h.app_id, reason }))
+                        } else {
+                            ok
+                        }
                     }
                     Err(e) => error(id, ErrorCode::ErrorInternal, e.to_string()),
                 }
@@ -488,6 +500,12 @@ async fn handle(
             Err(e) => error(id, ErrorCode::ErrorInternal, e.to_string()),
         },
         Some(Body::Status(_)) => msg(id, daemon_message::Body::Status(status(ctx, uid))),
+        Some(Body::Settings(r)) => crate::diag::settings(ctx, uid, id, r),
+        Some(Body::Doctor(_)) => msg(
+            id,
+            daemon_message::Body::Doctor(crate::diag::doctor(ctx, uid).await),
+        ),
+        Some(Body::TestPush(r)) => crate::diag::test_push(ctx, uid, id, r).await,
         Some(Body::Register(r)) => {
             if !ctx.policy.may_act(uid, &r.app_id) {
                 denied(&r.app_id)
@@ -618,6 +636,7 @@ pub fn status(ctx: &AppContext, uid: u32) -> app::Status {
             .unwrap_or_default(),
         learned: learned_intervals(ctx),
         idle: link.idle,
+        drops: ctx.store.drops().unwrap_or_default().into_iter().collect(),
     }
 }
 

@@ -288,7 +288,9 @@ async fn register_and_unregister_go_through_the_link() {
                     let _ = reply.send(Ok(()));
                     return;
                 }
-                LinkCommand::SetIdle { .. } => {}
+                LinkCommand::SetIdle { .. }
+                | LinkCommand::TokenStatus { .. }
+                | LinkCommand::TestPush { .. } => {}
             }
         }
     });

@@ -68,6 +68,8 @@ pub enum LinkError {
 enum Reply {
     Register(oneshot::Sender<Result<String, RequestError>>),
     Unregister(oneshot::Sender<Result<(), RequestError>>),
+    TokenStatus(oneshot::Sender<Result<syspush_proto::device::TokenStatusReply, RequestError>>),
+    TestPush(oneshot::Sender<Result<String, RequestError>>),
 }
 
 impl Reply {
@@ -75,6 +77,17 @@ impl Reply {
         match self {
             Reply::Register(r) => r.is_closed(),
             Reply::Unregister(r) => r.is_closed(),
+            Reply::TokenStatus(r) => r.is_closed(),
+            Reply::TestPush(r) => r.is_closed(),
+        }
+    }
+
+    fn fail(self, err: RequestError) {
+        match self {
+            Reply::Register(r) => drop(r.send(Err(err))),
+            Reply::Unregister(r) => drop(r.send(Err(err))),
+            Reply::TokenStatus(r) => drop(r.send(Err(err))),
+            Reply::TestPush(r) => drop(r.send(Err(err))),
         }
     }
 }
@@ -234,6 +247,7 @@ impl Link {
             };
             match dialed {
                 Err(e) => {
+                    lock(&ctx.status).last_error = Some(e.clone());
                     d.session.transport_failed(clock::now(), e);
                     d.process_events(&ctx);
                 }
@@ -537,6 +551,22 @@ impl Driver {
                 let id = self.session.unregister(app_id);
                 self.replies.insert(id, Reply::Unregister(reply));
             }
+            LinkCommand::TokenStatus {
+                app_id,
+                token,
+                reply,
+            } => {
+                let id = self.session.token_status(app_id, token);
+                self.replies.insert(id, Reply::TokenStatus(reply));
+            }
+            LinkCommand::TestPush {
+                app_id,
+                token,
+                reply,
+            } => {
+                let id = self.session.test_push(app_id, token);
+                self.replies.insert(id, Reply::TestPush(reply));
+            }
             LinkCommand::SetIdle { idle } => self.session.set_idle(idle),
         }
     }
@@ -599,6 +629,10 @@ impl Driver {
                     .map(|_| token)
                     .map_err(|e| RequestError::Store(e.to_string()));
                 tracing::info!(app_id, ok = result.is_ok(), "registered");
+                // A new token: an old revocation is no news any more.
+                if let Err(e) = ctx.store.clear_revocation(&app_id) {
+                    tracing::warn!(app_id, error = %e, "cannot clear a revocation");
+                }
                 if let Some(Reply::Register(r)) = self.replies.remove(&request_id) {
                     let _ = r.send(result);
                 }
@@ -621,14 +655,21 @@ impl Driver {
             } => {
                 tracing::warn!(request_id, code, message, "gateway refused a request");
                 let err = RequestError::Rejected { code, message };
-                match self.replies.remove(&request_id) {
-                    Some(Reply::Register(r)) => {
-                        let _ = r.send(Err(err));
-                    }
-                    Some(Reply::Unregister(r)) => {
-                        let _ = r.send(Err(err));
-                    }
-                    None => {}
+                if let Some(r) = self.replies.remove(&request_id) {
+                    r.fail(err);
+                }
+            }
+            Event::TokenStatus { request_id, reply } => {
+                if let Some(Reply::TokenStatus(r)) = self.replies.remove(&request_id) {
+                    let _ = r.send(Ok(reply));
+                }
+            }
+            Event::TestPushSent {
+                request_id,
+                message_id,
+            } => {
+                if let Some(Reply::TestPush(r)) = self.replies.remove(&request_id) {
+                    let _ = r.send(Ok(message_id));
                 }
             }
             Event::TokenRevoked {
@@ -636,11 +677,24 @@ impl Driver {
                 token,
                 reason,
             } => {
-                tracing::info!(app_id, reason, "token revoked by the gateway");
-                if let Err(e) = ctx.store.remove_token(&app_id, Some(&token)) {
-                    tracing::error!(app_id, error = %e, "cannot drop revoked token");
+                // Token, pending messages and the "tell the app" note go in
+                // one transaction; a connected app is told now, another at its
+                // next hello (the note stays until then).
+                match ctx.store.revoke(&app_id, &token, &reason) {
+                    Ok(Some(dropped)) => {
+                        tracing::info!(app_id, reason, dropped, "token revoked by the gateway");
+                        if ctx.hub.connected(&app_id) {
+                            ctx.hub.event(&app_id, AppEvent::TokenRevoked { reason });
+                            if let Err(e) = ctx.store.clear_revocation(&app_id) {
+                                tracing::warn!(app_id, error = %e, "cannot clear a revocation");
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::debug!(app_id, "revocation of a token that is not current; ignored")
+                    }
+                    Err(e) => tracing::error!(app_id, error = %e, "cannot drop revoked token"),
                 }
-                ctx.hub.event(&app_id, AppEvent::TokenRevoked { reason });
             }
             Event::Learned(learned) => {
                 tracing::info!(
@@ -668,6 +722,8 @@ impl Driver {
                 let redial_in_ms = redial_at.saturating_sub(clock::now()).as_millis() as u64;
                 match &reason {
                     CloseReason::Rejected { code, message } => {
+                        lock(&ctx.status).last_error =
+                            Some(format!("gateway rejected the session: {message}"));
                         tracing::error!(code, message, redial_in_ms, "gateway rejected the session")
                     }
                     other => tracing::warn!(reason = ?other, redial_in_ms, "link down"),
@@ -687,11 +743,15 @@ impl Driver {
                     stored = out.stored.len(),
                     duplicates = out.duplicates,
                     expired = out.expired,
+                    collapsed = out.collapsed,
+                    disabled = out.disabled,
                     seq = out.last_committed_seq,
                     "committed"
                 );
                 for (app_id, arrival) in &out.stored {
-                    if !ctx.hub.publish(app_id, *arrival) {
+                    // disable_push: delivered if the app is connected, kept
+                    // for it otherwise, but never a reason to wake it.
+                    if !ctx.hub.publish(app_id, *arrival) && !out.silent.contains(arrival) {
                         self.waker.wake(app_id, now);
                     }
                 }

@@ -127,6 +127,20 @@ pub enum Event {
         /// App id.
         app_id: String,
     },
+    /// Answer to [`Session::token_status`].
+    TokenStatus {
+        /// Id of the request.
+        request_id: u64,
+        /// The gateway's answer.
+        reply: device::TokenStatusReply,
+    },
+    /// Answer to [`Session::test_push`]: the test message is queued.
+    TestPushSent {
+        /// Id of the request.
+        request_id: u64,
+        /// Its message id.
+        message_id: String,
+    },
     /// The gateway refused a request.
     RequestFailed {
         /// Id of the request.
@@ -185,6 +199,10 @@ enum Phase {
 enum Request {
     Register(String),
     Unregister(String),
+    /// (app id, token)
+    TokenStatus(String, String),
+    /// (app id, token)
+    TestPush(String, String),
 }
 
 /// Credentials and resume point for the ClientHello.
@@ -393,6 +411,22 @@ impl Session {
                     });
                 }
             }
+            Body::TokenStatusReply(r) => {
+                if self.requests.remove(&r.request_id).is_some() {
+                    self.events.push_back(Event::TokenStatus {
+                        request_id: r.request_id,
+                        reply: r,
+                    });
+                }
+            }
+            Body::TestPushReply(r) => {
+                if self.requests.remove(&r.request_id).is_some() {
+                    self.events.push_back(Event::TestPushSent {
+                        request_id: r.request_id,
+                        message_id: r.message_id,
+                    });
+                }
+            }
             Body::Error(e) if e.request_id != 0 => {
                 if self.requests.remove(&e.request_id).is_some() {
                     self.events.push_back(Event::RequestFailed {
@@ -421,6 +455,8 @@ impl Session {
             | Body::Ack(_)
             | Body::Register(_)
             | Body::Unregister(_)
+            | Body::TokenStatusRequest(_)
+            | Body::TestPushRequest(_)
             | Body::SetIdle(_) => {}
         }
     }
@@ -587,6 +623,16 @@ impl Session {
         self.request(Request::Unregister(app_id.into()))
     }
 
+    /// Asks the gateway whether `token` of `app_id` is valid; sent now or once connected.
+    pub fn token_status(&mut self, app_id: String, token: String) -> u64 {
+        self.request(Request::TokenStatus(app_id, token))
+    }
+
+    /// Asks the gateway to send a test push to `app_id`'s `token`.
+    pub fn test_push(&mut self, app_id: String, token: String) -> u64 {
+        self.request(Request::TestPush(app_id, token))
+    }
+
     fn request(&mut self, req: Request) -> u64 {
         let id = self.next_request_id;
         self.next_request_id += 1;
@@ -721,6 +767,18 @@ fn request_frame(id: u64, req: &Request) -> Frame {
             request_id: id,
             app_id: app_id.clone(),
         })),
+        Request::TokenStatus(app_id, token) => {
+            frame(Body::TokenStatusRequest(device::TokenStatusRequest {
+                request_id: id,
+                app_id: app_id.clone(),
+                token: token.clone(),
+            }))
+        }
+        Request::TestPush(app_id, token) => frame(Body::TestPushRequest(device::TestPushRequest {
+            request_id: id,
+            app_id: app_id.clone(),
+            token: token.clone(),
+        })),
     }
 }
 
@@ -740,6 +798,10 @@ fn body_name(b: &Body) -> &'static str {
         Body::Error(_) => "Error",
         Body::SetIdle(_) => "SetIdle",
         Body::TokenRevoked(_) => "TokenRevoked",
+        Body::TokenStatusRequest(_) => "TokenStatusRequest",
+        Body::TokenStatusReply(_) => "TokenStatusReply",
+        Body::TestPushRequest(_) => "TestPushRequest",
+        Body::TestPushReply(_) => "TestPushReply",
     }
 }
 

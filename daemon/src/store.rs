@@ -11,7 +11,8 @@
 //!   redelivery is still recognised; pruned by expiry inside each commit (a
 //!   range scan over the expiry index, not a table walk);
 //! - `tokens`: app id -> push token;
-//! - `networks`: what the heartbeat learned per network ([`networks`]).
+//! - `networks`: what the heartbeat learned per network ([`networks`]);
+//! - settings, pending revocations, collapse keys and drop counters ([`extras`]).
 //!
 //! A batch of deliveries and the new `last_committed_seq` go in ONE write
 //! transaction: either the gateway may forget them (we ack after this returns)
@@ -34,7 +35,9 @@ const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
 const SEEN_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_expiry");
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 
+pub mod extras;
 pub mod networks;
+use extras::{COLLAPSE, REVOKED, SETTINGS, add_drop};
 
 const LAST_COMMITTED_SEQ: &str = "last_committed_seq";
 const NEXT_ARRIVAL: &str = "next_arrival";
@@ -93,6 +96,12 @@ pub struct CommitOutcome {
     pub duplicates: usize,
     /// Dropped as already expired on arrival.
     pub expired: usize,
+    /// Pending messages replaced by a newer one with the same collapse key.
+    pub collapsed: usize,
+    /// Stored, but the device's settings hide them (counted "disabled").
+    pub disabled: usize,
+    /// Arrivals of `disable_push` messages: delivered, but never wake the app.
+    pub silent: Vec<u64>,
     /// The committed resume point.
     pub last_committed_seq: u64,
 }
@@ -153,6 +162,9 @@ impl Store {
             txn.open_table(SEEN_EXPIRY).map_err(dberr)?;
             txn.open_table(TOKENS).map_err(dberr)?;
             txn.open_table(networks::NETWORKS).map_err(dberr)?;
+            txn.open_table(SETTINGS).map_err(dberr)?;
+            txn.open_table(REVOKED).map_err(dberr)?;
+            txn.open_table(COLLAPSE).map_err(dberr)?;
         }
         txn.commit().map_err(dberr)?;
         Ok(Self { db, path })
@@ -218,6 +230,8 @@ impl Store {
             let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
             let mut seen = txn.open_table(SEEN).map_err(dberr)?;
             let mut seen_exp = txn.open_table(SEEN_EXPIRY).map_err(dberr)?;
+            let mut collapse = txn.open_table(COLLAPSE).map_err(dberr)?;
+            let settings = txn.open_table(SETTINGS).map_err(dberr)?;
             let mut last = meta
                 .get(LAST_COMMITTED_SEQ)
                 .map_err(dberr)?
@@ -283,7 +297,35 @@ impl Store {
                     .insert((keep_until, n.message_id.as_str()), ())
                     .map_err(dberr)?;
                 out.stored.push((n.app_id.clone(), arrival));
+                if n.disable_push {
+                    out.silent.push(arrival);
+                }
+                let (app_s, ch_s) = extras::lookup(&settings, &n.app_id, &n.channel_id)?;
+                if crate::display::decide(&n, &app_s, &ch_s).hidden_by_settings {
+                    out.disabled += 1;
+                }
+                // A newer message with the same key replaces the pending older one.
+                if !n.collapse_key.is_empty() {
+                    let old = collapse
+                        .insert((n.app_id.as_str(), n.collapse_key.as_str()), arrival)
+                        .map_err(dberr)?
+                        .map(|v| v.value());
+                    let gone = match old {
+                        Some(old) => inbox
+                            .remove((n.app_id.as_str(), old))
+                            .map_err(dberr)?
+                            .map(|v| v.value().1.to_string()),
+                        None => None,
+                    };
+                    if let Some(old_id) = gone {
+                        by_id.remove(old_id.as_str()).map_err(dberr)?;
+                        out.collapsed += 1;
+                    }
+                }
             }
+            add_drop(&mut meta, "expired", out.expired as u64)?;
+            add_drop(&mut meta, "collapsed", out.collapsed as u64)?;
+            add_drop(&mut meta, "disabled", out.disabled as u64)?;
             meta.insert(LAST_COMMITTED_SEQ, last).map_err(dberr)?;
             meta.insert(NEXT_ARRIVAL, next).map_err(dberr)?;
             out.last_committed_seq = last;
@@ -338,6 +380,8 @@ impl Store {
                     inbox.remove((app_id, *arrival)).map_err(dberr)?;
                     by_id.remove(id.as_str()).map_err(dberr)?;
                 }
+                let mut meta = txn.open_table(META_U64).map_err(dberr)?;
+                add_drop(&mut meta, "expired", expired.len() as u64)?;
             }
             txn.commit().map_err(dberr)?;
             tracing::debug!(app_id, count = expired.len(), "dropped expired messages");

@@ -110,7 +110,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/devices", post(enroll))
         .route("/v1/messages", post(send))
-        .route("/v1/tokens/{token}", delete(revoke))
+        .route(
+            "/v1/tokens/{token}",
+            delete(revoke).get(crate::tokens::status),
+        )
         .route("/v1/device", get(crate::link::upgrade))
         .route(
             "/healthz",
@@ -294,7 +297,7 @@ async fn send(
 }
 
 /// The app whose API key the request carries.
-async fn authenticate_app(shared: &Shared, headers: &HeaderMap) -> Result<AppRecord, ApiError> {
+pub(crate) async fn authenticate_app(shared: &Shared, headers: &HeaderMap) -> Result<AppRecord, ApiError> {
     let key = bearer(headers).ok_or(ApiError::Unauthorized)?;
     let key_hash = ids::hash_secret(key);
     shared
@@ -323,18 +326,32 @@ async fn revoke(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let app = authenticate_app(&shared, &headers).await?;
     let Path(token) = token.map_err(|e| ApiError::BadRequest(format!("bad token in path: {e}")))?;
+    let reason = crate::tokens::revoke_reason(&body(raw)?)?;
     live_token(&shared, &app, token.clone()).await?;
     let t = token.clone();
     let Some(record) = shared.store(move |s| s.revoke_exact(&t)).await? else {
         // Revoked concurrently (e.g. the device unregistered).
         return Err(ApiError::NotFound("unknown token".into()));
     };
+    // Remembered until the device is told (now if connected, else at its
+    // next hello), so a device that is offline now still learns it.
+    let (d, a, t, r) = (
+        record.device_id.clone(),
+        record.app_id.clone(),
+        token.clone(),
+        reason.clone(),
+    );
+    shared
+        .store(move |s| s.add_revocation(&d, &a, &t, &r))
+        .await?;
     let poke = Poke::TokenRevoked {
         app_id: record.app_id.clone(),
         token,
+        reason,
     };
     let online = shared.registry.poke(&record.device_id, poke);
     tracing::info!(device_id = %record.device_id, app_id = %record.app_id, online, "token revoked by the app server");
@@ -442,6 +459,11 @@ pub(crate) async fn accept(
     let high_priority = n.priority == Priority::High as i32;
 
     if n.ttl == 0 && !shared.registry.is_connected(device_id) {
+        // "Now or never" met "not now": it expired on arrival.
+        let (d, a) = (device_id.to_owned(), app_id.to_owned());
+        shared
+            .store(move |s| s.count_drop(&d, &a, "expired", 1))
+            .await?;
         tracing::debug!(
             device_id,
             app_id,
@@ -460,6 +482,10 @@ pub(crate) async fn accept(
             .store(move |s| s.take_quota(&app, day, limit))
             .await?
         {
+            let (d, a) = (device_id.to_owned(), app_id.to_owned());
+            shared
+                .store(move |s| s.count_drop(&d, &a, "quota", 1))
+                .await?;
             return Err(ApiError::QuotaExhausted(format!(
                 "app {app_id} used its daily quota of {limit} operational messages"
             )));

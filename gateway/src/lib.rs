@@ -18,6 +18,7 @@ pub mod link;
 pub mod registry;
 pub mod store;
 pub mod store_redb;
+pub mod tokens;
 #[cfg(test)]
 mod store_tests;
 pub mod tls;
@@ -73,6 +74,9 @@ pub(crate) struct Shared {
     /// Every task that may touch the store holds a clone; [`Gateway::shutdown`]
     /// waits until all are gone, so the store is closed when it returns.
     pub(crate) alive: mpsc::Sender<()>,
+    /// device_id -> unix ms of the last frame from it (for the token status;
+    /// in memory: "last seen" before a restart is not worth an fsync per frame).
+    pub(crate) last_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Shared {
@@ -144,6 +148,7 @@ impl Gateway {
             registry,
             shutdown,
             alive,
+            last_seen: Default::default(),
         });
         tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), shared));
         tracing::info!(%local_addr, "gateway listening");

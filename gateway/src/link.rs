@@ -29,6 +29,8 @@ use crate::ids::{self, RandomError};
 use crate::registry::{Claim, ConnHandle, POKE_CAPACITY, Poke};
 use crate::store::StoreError;
 
+mod requests;
+
 /// The device must send its `ClientHello` within this time.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most unacked `Deliver`s in flight, and the replay batch size.
@@ -329,6 +331,8 @@ impl Session {
         self.acked = committed;
         // Right after hello the radio is awake: replay regardless of idle.
         self.flush().await?;
+        // Revocations the device missed while offline.
+        self.send_revocations().await?;
 
         // A silent peer (NAT dropped the mapping) is given up after this long.
         let max_silence =
@@ -349,6 +353,7 @@ impl Session {
                 }
                 frame = self.link.read_frame() => {
                     deadline = Instant::now() + max_silence;
+                    self.seen();
                     let Some(frame) = frame? else {
                         tracing::info!(device_id, "device disconnected");
                         return Ok(());
@@ -397,6 +402,8 @@ impl Session {
                 }
             }
             Body::Register(req) => self.on_register(req).await?,
+            Body::TokenStatusRequest(req) => self.on_token_status(req).await?,
+            Body::TestPushRequest(req) => self.on_test_push(req).await?,
             Body::Unregister(req) => self.on_unregister(req).await?,
             Body::Pong(_) => {}
             Body::Error(error) => {
@@ -411,6 +418,8 @@ impl Session {
             | Body::Deliver(_)
             | Body::Registered(_)
             | Body::Unregistered(_)
+            | Body::TokenStatusReply(_)
+            | Body::TestPushReply(_)
             | Body::TokenRevoked(_) => return Err(LinkError::Unexpected("a gateway-only frame")),
         }
         Ok(Next::Continue)
@@ -428,15 +437,11 @@ impl Session {
                     self.flush().await?;
                 }
             }
-            Poke::TokenRevoked { app_id, token } => {
-                let reason = "revoked by the app server".to_owned();
-                let frame = device::TokenRevoked {
-                    app_id,
-                    token,
-                    reason,
-                };
-                self.link.send(Body::TokenRevoked(frame)).await?;
-            }
+            Poke::TokenRevoked {
+                app_id,
+                token,
+                reason,
+            } => self.send_revocation(app_id, token, reason).await?,
         }
         Ok(())
     }

@@ -33,6 +33,8 @@ pub enum Poke {
         app_id: String,
         /// The revoked token.
         token: String,
+        /// Why (from the app server's request).
+        reason: String,
     },
 }
 

@@ -169,7 +169,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of messages queued for the device.
     fn queue_len(&self, device_id: &str) -> Result<usize, StoreError>;
+
+    /// Counts `n` messages of (device, app) dropped for `reason` (one of
+    /// [`DROP_REASONS`]), so the token status can say why something never arrived.
+    fn count_drop(
+        &self,
+        device_id: &str,
+        app_id: &str,
+        reason: &str,
+        n: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Drop counts of (device, app) by reason (reasons never counted are absent).
+    fn drops(&self, device_id: &str, app_id: &str) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Messages queued for one app on a device.
+    fn pending_for(&self, device_id: &str, app_id: &str) -> Result<u64, StoreError>;
+
+    /// Operational messages of `app_id` accepted on UTC day `day`.
+    fn quota_used(&self, app_id: &str, day: u64) -> Result<u64, StoreError>;
+
+    /// Remembers that `token` of `app_id` on the device was revoked by the app
+    /// server, until [`Store::clear_revocation`]: a device offline at the time
+    /// learns it at its next hello.
+    fn add_revocation(
+        &self,
+        device_id: &str,
+        app_id: &str,
+        token: &str,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Revocations the device has not been told about: (app id, token, reason).
+    fn revocations(&self, device_id: &str) -> Result<Vec<(String, String, String)>, StoreError>;
+
+    /// The device was told about `token`'s revocation.
+    fn clear_revocation(&self, device_id: &str, token: &str) -> Result<(), StoreError>;
 }
+
+/// Why a message was dropped: past its ttl, replaced by a newer one with the
+/// same collapse key, refused over the daily quota, or its token was revoked.
+pub const DROP_REASONS: [&str; 4] = ["expired", "collapsed", "quota", "revoked"];
 
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;

@@ -37,6 +37,9 @@ const COLLAPSE: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new(
 /// (app_id, UTC day number) -> operational messages accepted that day.
 const QUOTA: TableDefinition<(&str, u64), u64> = TableDefinition::new("quota");
 
+mod stats;
+use stats::{DROPS, REVOCATIONS};
+
 /// The redb-backed store.
 pub struct RedbStore {
     db: Database,
@@ -109,6 +112,8 @@ impl RedbStore {
         txn.open_table(LAST_SEQ)?;
         txn.open_table(COLLAPSE)?;
         txn.open_table(QUOTA)?;
+        txn.open_table(DROPS)?;
+        txn.open_table(REVOCATIONS)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -143,7 +148,7 @@ impl RedbStore {
         txn: &redb::WriteTransaction,
         device_id: &str,
         app_id: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut doomed = Vec::new();
         {
             let queue = txn.open_table(QUEUE)?;
@@ -163,7 +168,9 @@ impl RedbStore {
             (device_id, app_id, "")..(device_id, app_id, "\u{10FFFF}"),
             |_, _| false,
         )?;
-        Ok(())
+        let n = doomed.len() as u64;
+        stats::add_drop(txn, device_id, app_id, "revoked", n)?;
+        Ok(n)
     }
 
     /// Deletes queued seqs of a device inside an open write transaction.
@@ -353,6 +360,9 @@ impl Store for RedbStore {
                 if let Some(old) = old {
                     replaced = queue.remove((device_id, old))?.map(|_| old);
                 }
+                if replaced.is_some() {
+                    stats::add_drop(&txn, device_id, &notification.app_id, "collapsed", 1)?;
+                }
             }
             queue.insert((device_id, seq), bytes.as_slice())?;
             Enqueued { seq, replaced }
@@ -382,7 +392,7 @@ impl Store for RedbStore {
                 let seq = k.value().1;
                 let n = decode_notification(v.value())?;
                 if is_expired(&n, now_ms) {
-                    expired.push(seq);
+                    expired.push((seq, n.app_id));
                 } else {
                     batch.messages.push((seq, n));
                 }
@@ -395,7 +405,11 @@ impl Store for RedbStore {
                 "dropping expired messages"
             );
             let txn = self.db.begin_write()?;
-            Self::delete_seqs(&txn, device_id, &expired)?;
+            let seqs: Vec<u64> = expired.iter().map(|(seq, _)| *seq).collect();
+            Self::delete_seqs(&txn, device_id, &seqs)?;
+            for (_, app_id) in &expired {
+                stats::add_drop(&txn, device_id, app_id, "expired", 1)?;
+            }
             txn.commit()?;
         }
         Ok(batch)
@@ -427,6 +441,36 @@ impl Store for RedbStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(LAST_SEQ)?;
         Ok(table.get(device_id)?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    fn count_drop(&self, device_id: &str, app_id: &str, reason: &str, n: u64) -> Result<(), StoreError> {
+        self.count_drop_impl(device_id, app_id, reason, n)
+    }
+
+    fn drops(&self, device_id: &str, app_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.drops_impl(device_id, app_id)
+    }
+
+    fn pending_for(&self, device_id: &str, app_id: &str) -> Result<u64, StoreError> {
+        self.pending_for_impl(device_id, app_id)
+    }
+
+    fn quota_used(&self, app_id: &str, day: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let quota = txn.open_table(QUOTA)?;
+        Ok(quota.get((app_id, day))?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    fn add_revocation(&self, device_id: &str, app_id: &str, token: &str, reason: &str) -> Result<(), StoreError> {
+        self.add_revocation_impl(device_id, app_id, token, reason)
+    }
+
+    fn revocations(&self, device_id: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.revocations_impl(device_id)
+    }
+
+    fn clear_revocation(&self, device_id: &str, token: &str) -> Result<(), StoreError> {
+        self.clear_revocation_impl(device_id, token)
     }
 
     fn queue_len(&self, device_id: &str) -> Result<usize, StoreError> {

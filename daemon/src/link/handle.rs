@@ -45,6 +45,24 @@ pub enum LinkCommand {
         /// Completion.
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    /// Ask the gateway whether an app's token is valid (doctor).
+    TokenStatus {
+        /// App id.
+        app_id: String,
+        /// Its token here.
+        token: String,
+        /// The gateway's answer.
+        reply: oneshot::Sender<Result<syspush_proto::device::TokenStatusReply, RequestError>>,
+    },
+    /// Ask the gateway to send a test push to an app's token.
+    TestPush {
+        /// App id.
+        app_id: String,
+        /// Its token here.
+        token: String,
+        /// The test message's id.
+        reply: oneshot::Sender<Result<String, RequestError>>,
+    },
     /// The device went idle or woke up (told to the gateway now or at the next hello).
     SetIdle {
         /// Idle or not.
@@ -57,6 +75,8 @@ impl LinkCommand {
         match self {
             LinkCommand::Register { reply, .. } => reply.is_closed(),
             LinkCommand::Unregister { reply, .. } => reply.is_closed(),
+            LinkCommand::TokenStatus { reply, .. } => reply.is_closed(),
+            LinkCommand::TestPush { reply, .. } => reply.is_closed(),
             LinkCommand::SetIdle { .. } => false,
         }
     }
@@ -83,6 +103,9 @@ pub struct LinkStatus {
     pub network: Option<String>,
     /// Whether the device told the gateway it is idle.
     pub idle: bool,
+    /// Why the last dial or session failed (kept after reconnecting; doctor
+    /// shows it when the link is down).
+    pub last_error: Option<String>,
 }
 
 /// The app side's handle on the link.
@@ -146,6 +169,38 @@ impl LinkHandle {
         self.commands
             .send(LinkCommand::Unregister {
                 app_id: app_id.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Unavailable)?;
+        rx.await.map_err(|_| RequestError::Unavailable)?
+    }
+
+    /// Asks the gateway about `app_id`'s `token` (the caller bounds the wait).
+    pub async fn token_status(
+        &self,
+        app_id: &str,
+        token: &str,
+    ) -> Result<syspush_proto::device::TokenStatusReply, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(LinkCommand::TokenStatus {
+                app_id: app_id.to_string(),
+                token: token.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| RequestError::Unavailable)?;
+        rx.await.map_err(|_| RequestError::Unavailable)?
+    }
+
+    /// Asks the gateway to push a test message to `app_id`'s `token`; returns its id.
+    pub async fn test_push(&self, app_id: &str, token: &str) -> Result<String, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(LinkCommand::TestPush {
+                app_id: app_id.to_string(),
+                token: token.to_string(),
                 reply,
             })
             .await

@@ -1,0 +1,205 @@
+//! What the store keeps for the IM contract besides the inbox:
+//! - `settings`: `(app_id, channel_id)` -> packed [`Settings`] (channel "" is
+//!   app-wide), durable because they are the user's choice;
+//! - `revoked`: app id -> reason of a forced logout the app has not been told
+//!   about yet (it was not connected), handed out at its next hello;
+//! - `collapse`: `(app_id, collapse_key)` -> arrival of the newest message
+//!   with that key, so a newer one replaces it while it is still pending
+//!   (entries may point at acked arrivals: removing a missing one is a no-op);
+//! - drop counters by reason in `meta_u64` (`drops.<reason>`), for Status.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{BY_ID, INBOX, META_U64, Store, StoreError, TOKENS, dberr};
+use crate::settings::Settings;
+
+pub(super) const SETTINGS: TableDefinition<(&str, &str), (bool, bool, bool, u8)> =
+    TableDefinition::new("settings");
+pub(super) const REVOKED: TableDefinition<&str, &str> = TableDefinition::new("revoked");
+pub(super) const COLLAPSE: TableDefinition<(&str, &str), u64> = TableDefinition::new("collapse");
+
+const DROPS_PREFIX: &str = "drops.";
+
+/// Why the daemon dropped (or did not show) a message.
+pub const DROP_REASONS: [&str; 4] = ["expired", "collapsed", "revoked", "disabled"];
+
+/// Adds `n` to the drop counter of `reason` inside a write transaction.
+pub(super) fn add_drop(
+    meta: &mut redb::Table<'_, &'static str, u64>,
+    reason: &str,
+    n: u64,
+) -> Result<(), StoreError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let key = format!("{DROPS_PREFIX}{reason}");
+    let old = meta
+        .get(key.as_str())
+        .map_err(dberr)?
+        .map_or(0, |v| v.value());
+    meta.insert(key.as_str(), old.saturating_add(n))
+        .map_err(dberr)?;
+    Ok(())
+}
+
+/// The app-wide and channel settings for a message, read in any transaction.
+pub(super) fn lookup(
+    t: &impl ReadableTable<(&'static str, &'static str), (bool, bool, bool, u8)>,
+    app_id: &str,
+    channel_id: &str,
+) -> Result<(Settings, Settings), StoreError> {
+    let get = |ch: &str| -> Result<Settings, StoreError> {
+        Ok(t.get((app_id, ch))
+            .map_err(dberr)?
+            .map_or_else(Settings::default, |v| Settings::unpack(v.value())))
+    };
+    let app = get("")?;
+    let channel = if channel_id.is_empty() {
+        Settings::default()
+    } else {
+        get(channel_id)?
+    };
+    Ok((app, channel))
+}
+
+impl Store {
+    /// The settings in force for `app_id`'s messages on `channel_id` ("" for none).
+    pub fn display_settings(
+        &self,
+        app_id: &str,
+        channel_id: &str,
+    ) -> Result<(Settings, Settings), StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let t = txn.open_table(SETTINGS).map_err(dberr)?;
+        lookup(&t, app_id, channel_id)
+    }
+
+    /// Stores one level of an app's settings (channel "" = app-wide).
+    pub fn set_settings(
+        &self,
+        app_id: &str,
+        channel_id: &str,
+        s: Settings,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(dberr)?;
+        txn.open_table(SETTINGS)
+            .map_err(dberr)?
+            .insert((app_id, channel_id), s.pack())
+            .map_err(dberr)?;
+        txn.commit().map_err(dberr)
+    }
+
+    /// Every stored level of an app's settings: (channel id, settings), "" first.
+    pub fn app_settings(&self, app_id: &str) -> Result<Vec<(String, Settings)>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let t = txn.open_table(SETTINGS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for entry in t
+            .range((app_id, "")..=(app_id, "\u{10FFFF}"))
+            .map_err(dberr)?
+        {
+            let (k, v) = entry.map_err(dberr)?;
+            out.push((k.value().1.to_string(), Settings::unpack(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Drop counts by reason, every reason present.
+    pub fn drops(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let meta = txn.open_table(META_U64).map_err(dberr)?;
+        DROP_REASONS
+            .iter()
+            .map(|r| {
+                let key = format!("{DROPS_PREFIX}{r}");
+                let n = meta
+                    .get(key.as_str())
+                    .map_err(dberr)?
+                    .map_or(0, |v| v.value());
+                Ok(((*r).to_string(), n))
+            })
+            .collect()
+    }
+
+    /// A write transaction that commits (doctor's "store writable").
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(dberr)?;
+        txn.open_table(META_U64)
+            .map_err(dberr)?
+            .insert("doctor_probe", crate::clock::gateway_ms())
+            .map_err(dberr)?;
+        txn.commit().map_err(dberr)
+    }
+
+    /// Counts `n` drops for `reason`.
+    pub fn count_drop(&self, reason: &str, n: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut meta = txn.open_table(META_U64).map_err(dberr)?;
+            add_drop(&mut meta, reason, n)?;
+        }
+        txn.commit().map_err(dberr)
+    }
+
+    /// The gateway revoked `token` of `app_id`: if it is the app's token here,
+    /// drop it and every pending message of the app (counted "revoked") and
+    /// remember the revocation for the app's next hello, in one transaction.
+    /// Returns the number of dropped messages, or None for a token that is
+    /// not (or no longer) the app's (already handled: nothing to tell).
+    pub fn revoke(
+        &self,
+        app_id: &str,
+        token: &str,
+        reason: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_write().map_err(dberr)?;
+        let dropped = {
+            let mut tokens = txn.open_table(TOKENS).map_err(dberr)?;
+            let current = tokens
+                .get(app_id)
+                .map_err(dberr)?
+                .map(|v| v.value().to_string());
+            if current.as_deref() != Some(token) {
+                return Ok(None);
+            }
+            tokens.remove(app_id).map_err(dberr)?;
+            let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
+            let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
+            let ids: Vec<String> = inbox
+                .extract_from_if((app_id, 0)..=(app_id, u64::MAX), |_, _| true)
+                .map_err(dberr)?
+                .map(|r| r.map(|(_, v)| v.value().1.to_string()))
+                .collect::<Result<_, _>>()
+                .map_err(dberr)?;
+            for id in &ids {
+                by_id.remove(id.as_str()).map_err(dberr)?;
+            }
+            let mut meta = txn.open_table(META_U64).map_err(dberr)?;
+            add_drop(&mut meta, "revoked", ids.len() as u64)?;
+            txn.open_table(REVOKED)
+                .map_err(dberr)?
+                .insert(app_id, reason)
+                .map_err(dberr)?;
+            ids.len() as u64
+        };
+        txn.commit().map_err(dberr)?;
+        Ok(Some(dropped))
+    }
+
+    /// A revocation the app has not been told about, if any.
+    pub fn pending_revocation(&self, app_id: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let t = txn.open_table(REVOKED).map_err(dberr)?;
+        Ok(t.get(app_id).map_err(dberr)?.map(|v| v.value().to_string()))
+    }
+
+    /// The app was told (or registered again): forget the revocation.
+    pub fn clear_revocation(&self, app_id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(dberr)?;
+        txn.open_table(REVOKED)
+            .map_err(dberr)?
+            .remove(app_id)
+            .map_err(dberr)?;
+        txn.commit().map_err(dberr)
+    }
+}
