@@ -535,7 +535,15 @@ fn spawn_lines(mut cmd: Command) -> Result<(Child, mpsc::Receiver<String>)> {
 /// returns that entry (JSON).
 fn await_journal(c: &Container, what: &str) -> Result<serde_json::Value> {
     let bound = STEP.as_secs().to_string();
+    // In a transient unit of the container, so that stopping the unit ends
+    // it (killing nsenter would orphan journalctl inside).
     let (mut child, lines) = spawn_lines(c.cmd(&[
+        "systemd-run",
+        "--quiet",
+        "--pipe",
+        "--wait",
+        "--collect",
+        "--unit=await-journal",
         "timeout",
         &bound,
         "journalctl",
@@ -556,8 +564,11 @@ fn await_journal(c: &Container, what: &str) -> Result<serde_json::Value> {
             break Some(v);
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = c.ok(&["systemctl", "stop", "await-journal.service"]);
+    if wait_bounded(&mut child, STEP).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     found.with_context(|| {
         format!(
             "no {what:?} from syspushd within {STEP:?}; journal:\n{}",
@@ -851,7 +862,7 @@ fn debian_package_boots_in_a_systemd_image_and_serves_apps() -> Result<()> {
     let name = format!("syspush-test-{}", std::process::id());
 
     // ---- Boot 1: syspushd.service enabled -------------------------------
-    let c = Container::boot(&root, &name, &work.path().join("boot1.log"))?;
+    let c = Container::boot(&root, &name, &cache.join("boot1.log"))?;
     let t_boot = Duration::from_micros(monotonic_us()? - c.started_us);
     let state = c.prop("syspushd.service", "ActiveState")?;
     let sub = c.prop("syspushd.service", "SubState")?;
@@ -1054,7 +1065,7 @@ fn debian_package_boots_in_a_systemd_image_and_serves_apps() -> Result<()> {
     // ---- Boot 2: only syspushd.socket enabled ----------------------------
     chroot(&root, &["systemctl", "disable", "syspushd.service"])?;
     chroot(&root, &["systemctl", "enable", "syspushd.socket"])?;
-    let c = Container::boot(&root, &name, &work.path().join("boot2.log"))?;
+    let c = Container::boot(&root, &name, &cache.join("boot2.log"))?;
     ensure!(
         c.prop("syspushd.socket", "ActiveState")? == "active",
         "syspushd.socket not listening after boot"
