@@ -67,6 +67,11 @@ pub struct Config {
     /// absent = unlimited. Sends beyond it answer 429.
     #[serde(default)]
     pub operational_daily_quota: Option<u64>,
+    /// Longest time, seconds, a normal-priority message is held for an idle
+    /// device before it is sent anyway; absent = until the device's next
+    /// heartbeat (the cheapest: it rides the exchange the radio makes anyway).
+    #[serde(default)]
+    pub idle_max_hold_s: Option<u64>,
     /// Seconds a client has to complete the TLS handshake before the TCP
     /// connection is dropped (idle handshakes otherwise pin a task and a socket).
     #[serde(default = "default_tls_handshake_timeout")]
@@ -112,6 +117,7 @@ impl Config {
             heartbeat_min_s: DEFAULT_HEARTBEAT_MIN_S,
             heartbeat_max_s: DEFAULT_HEARTBEAT_MAX_S,
             operational_daily_quota: None,
+            idle_max_hold_s: None,
             tls_handshake_timeout_s: DEFAULT_TLS_HANDSHAKE_TIMEOUT_S,
             header_read_timeout_s: DEFAULT_HEADER_READ_TIMEOUT_S,
         }

@@ -162,6 +162,7 @@ async fn run(shared: Arc<Shared>, socket: WebSocket) {
         in_flight: VecDeque::new(),
         pending: true,
         held: false,
+        hold_until: None,
     };
     let result = session.serve(hello.last_committed_seq).await;
     registry.release(&session.link.device_id, generation);
@@ -302,6 +303,9 @@ struct Session {
     pending: bool,
     /// Pending messages are being held because the device is idle.
     held: bool,
+    /// When held messages go out even without a heartbeat
+    /// (`idle_max_hold_s`); `None` while nothing is held or no limit is set.
+    hold_until: Option<Instant>,
 }
 
 impl Session {
@@ -371,6 +375,12 @@ impl Session {
                     tracing::info!(device_id, "no traffic from the device; closing");
                     return Ok(());
                 }
+                // Only armed while something is held and a limit is configured:
+                // an idle link with nothing held has no timer here.
+                () = sleep_until_opt(self.hold_until), if self.hold_until.is_some() => {
+                    tracing::debug!(device_id, "idle hold limit reached; sending held messages");
+                    self.flush().await?;
+                }
             }
         }
     }
@@ -433,6 +443,14 @@ impl Session {
                 self.pending = true;
                 if self.idle && !high_priority {
                     self.held = true;
+                    if self.hold_until.is_none() {
+                        self.hold_until = self
+                            .link
+                            .shared
+                            .config
+                            .idle_max_hold_s
+                            .map(|s| Instant::now() + Duration::from_secs(s));
+                    }
                 } else if deliver_now {
                     self.flush().await?;
                 }
@@ -470,6 +488,7 @@ impl Session {
     /// window is full.
     async fn flush(&mut self) -> Result<(), LinkError> {
         self.held = false;
+        self.hold_until = None;
         while self.pending && self.in_flight.len() < WINDOW {
             let room = WINDOW - self.in_flight.len();
             let (id, after) = (self.link.device_id.clone(), self.cursor);
@@ -554,5 +573,13 @@ impl Session {
                     .await
             }
         }
+    }
+}
+
+/// Sleeps until `at`; never completes for `None` (the select arm is disabled then).
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -357,3 +357,24 @@ async fn shutdown_sends_goaway_and_restart_keeps_messages() {
     assert_eq!((d.seq, d.notification.unwrap().message_id), (1, id));
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_hold_is_bounded_by_idle_max_hold() {
+    let gw = TestGateway::start_with(|c| c.idle_max_hold_s = Some(1)).await;
+    let (device_id, secret) = gw.enroll().await;
+    let creds = Creds { device_id, secret };
+    let mut link = gw.connect().await;
+    link.hello(&creds, 0, true).await;
+    let token = link.register(1, APP).await;
+    // Idle and no heartbeat from the device: the message still goes out once
+    // the configured maximum hold has passed, not before.
+    let sent = std::time::Instant::now();
+    let id = send_ok(&gw, json!({"token": token})).await;
+    assert_eq!(link.deliver().await.notification.unwrap().message_id, id);
+    let held = sent.elapsed();
+    assert!(
+        held >= std::time::Duration::from_millis(900),
+        "released after {held:?}, before the 1 s hold"
+    );
+    gw.shutdown().await;
+}
