@@ -35,7 +35,9 @@ struct Args {
 fn ctx_switches(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+        })
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum()
 }
@@ -43,19 +45,28 @@ fn ctx_switches(pid: u32) -> u64 {
 /// nftables counters in the device namespace: per server port, packets with
 /// data sent (PSH), bytes sent and bytes received.
 fn install_meter(ns: &str, ports: &[u16]) -> Result<()> {
-    let mut rules = String::from("table inet meter {\n chain out {\n  type filter hook output priority filter; policy accept;\n");
+    let mut rules = String::from(
+        "table inet spmeter {\n chain outbound {\n  type filter hook output priority filter; policy accept;\n",
+    );
     for p in ports {
-        rules.push_str(&format!("  tcp dport {p} tcp flags & psh == psh counter comment \"psh {p}\"\n"));
+        rules.push_str(&format!(
+            "  tcp dport {p} tcp flags & psh == psh counter comment \"psh {p}\"\n"
+        ));
         rules.push_str(&format!("  tcp dport {p} counter comment \"out {p}\"\n"));
     }
-    rules.push_str(" }\n chain in {\n  type filter hook input priority filter; policy accept;\n");
+    rules.push_str(
+        " }\n chain inbound {\n  type filter hook input priority filter; policy accept;\n",
+    );
     for p in ports {
         rules.push_str(&format!("  tcp sport {p} counter comment \"in {p}\"\n"));
     }
     rules.push_str(" }\n}\n");
     let f = tempfile::NamedTempFile::new()?;
     std::fs::write(f.path(), rules)?;
-    let st = Command::new("ip").args(["netns", "exec", ns, "nft", "-f"]).arg(f.path()).status()?;
+    let st = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f"])
+        .arg(f.path())
+        .status()?;
     if !st.success() {
         bail!("nft meter rules failed");
     }
@@ -64,14 +75,21 @@ fn install_meter(ns: &str, ports: &[u16]) -> Result<()> {
 
 /// (packets, bytes) of the counter with `comment` in the device namespace.
 fn counter(ns: &str, comment: &str) -> Result<(u64, u64)> {
-    let out = Command::new("ip").args(["netns", "exec", ns, "nft", "-j", "list", "table", "inet", "meter"]).output()?;
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "spmeter",
+        ])
+        .output()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     for item in v["nftables"].as_array().into_iter().flatten() {
         let rule = &item["rule"];
         if rule["comment"] == comment {
             for e in rule["expr"].as_array().into_iter().flatten() {
                 if let Some(c) = e.get("counter") {
-                    return Ok((c["packets"].as_u64().unwrap_or(0), c["bytes"].as_u64().unwrap_or(0)));
+                    return Ok((
+                        c["packets"].as_u64().unwrap_or(0),
+                        c["bytes"].as_u64().unwrap_or(0),
+                    ));
                 }
             }
         }
@@ -89,7 +107,11 @@ fn snapshot(ns: &str, port: u16, pid: u32) -> Result<Snapshot> {
     let (heartbeats, _) = counter(ns, &format!("psh {port}"))?;
     let (_, out) = counter(ns, &format!("out {port}"))?;
     let (_, inb) = counter(ns, &format!("in {port}"))?;
-    Ok(Snapshot { heartbeats, wakeups: ctx_switches(pid), bytes: out + inb })
+    Ok(Snapshot {
+        heartbeats,
+        wakeups: ctx_switches(pid),
+        bytes: out + inb,
+    })
 }
 
 fn status(d: &Daemon) -> Result<serde_json::Value> {
@@ -113,7 +135,11 @@ fn main() -> Result<()> {
     }
     let lab = NatLab::new(args.nat_timeout)?;
     let dir = tempfile::tempdir()?;
-    let mut gw = Gateway::new_at(&dir.path().join("gateway"), lab.gateway_ip(), Some(&lab.gateway))?;
+    let mut gw = Gateway::new_at(
+        &dir.path().join("gateway"),
+        lab.gateway_ip(),
+        Some(&lab.gateway),
+    )?;
     gw.add_app("bench.app", &[])?;
     gw.extra_config = "heartbeat_min_s = 10".into();
     gw.start()?;
@@ -124,7 +150,10 @@ fn main() -> Result<()> {
     let mut daemon = Daemon::new(
         &dir.path().join("daemon"),
         &gw,
-        &[AppPolicy { id: "bench.app".into(), uids: vec![me] }],
+        &[AppPolicy {
+            id: "bench.app".into(),
+            uids: vec![me],
+        }],
         "heartbeat_s = 30\nheartbeat_min_s = 15\n",
     )?;
     daemon.netns = Some(lab.device.clone());
@@ -134,7 +163,10 @@ fn main() -> Result<()> {
 
     // mosquitto broker in the gateway's namespace, mosquitto_sub on the device.
     let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, "listener 1883 10.231.2.2\nallow_anonymous true\npersistence false\n")?;
+    std::fs::write(
+        &conf,
+        "listener 1883 10.231.2.2\nallow_anonymous true\npersistence false\n",
+    )?;
     let _broker = Killer(
         Command::new("ip")
             .args(["netns", "exec", &lab.gateway, "mosquitto", "-c"])
@@ -153,7 +185,9 @@ fn main() -> Result<()> {
         if s["heartbeat_state"] == "stable" {
             println!(
                 "learned heartbeat {} s after {:.0} s ({} reconnects)",
-                s["heartbeat_interval_s"], t0.elapsed().as_secs_f64(), s["reconnects"]
+                s["heartbeat_interval_s"],
+                t0.elapsed().as_secs_f64(),
+                s["reconnects"]
             );
             break;
         }
@@ -165,7 +199,16 @@ fn main() -> Result<()> {
     // The broker listens once its process runs; the client retries on its own.
     let sub = Killer(
         Command::new("ip")
-            .args(["netns", "exec", &lab.device, "mosquitto_sub", "-h", "10.231.2.2", "-t", "bench/#"])
+            .args([
+                "netns",
+                "exec",
+                &lab.device,
+                "mosquitto_sub",
+                "-h",
+                "10.231.2.2",
+                "-t",
+                "bench/#",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -175,14 +218,26 @@ fn main() -> Result<()> {
     // Let the subscriber connect before the window opens.
     std::thread::sleep(Duration::from_secs(5));
     let reconnects_before = status(&daemon)?["reconnects"].as_u64().unwrap_or(0);
-    let (d0, m0) = (snapshot(&lab.device, gw_port, pid)?, snapshot(&lab.device, 1883, sub_pid)?);
+    let (d0, m0) = (
+        snapshot(&lab.device, gw_port, pid)?,
+        snapshot(&lab.device, 1883, sub_pid)?,
+    );
     println!("measuring an idle window of {} s...", args.window);
     std::thread::sleep(Duration::from_secs(args.window));
-    let (d1, m1) = (snapshot(&lab.device, gw_port, pid)?, snapshot(&lab.device, 1883, sub_pid)?);
+    let (d1, m1) = (
+        snapshot(&lab.device, gw_port, pid)?,
+        snapshot(&lab.device, 1883, sub_pid)?,
+    );
     let s = status(&daemon)?;
     let per_h = |a: u64, b: u64| (b - a) as f64 * 3600.0 / args.window as f64;
-    println!("\nper hour, idle, through a NAT with T = {} s (window {} s):", args.nat_timeout, args.window);
-    println!("{:<24} {:>12} {:>12} {:>14}", "", "heartbeats", "wake-ups", "bytes on wire");
+    println!(
+        "\nper hour, idle, through a NAT with T = {} s (window {} s):",
+        args.nat_timeout, args.window
+    );
+    println!(
+        "{:<24} {:>12} {:>12} {:>14}",
+        "", "heartbeats", "wake-ups", "bytes on wire"
+    );
     println!(
         "{:<24} {:>12.1} {:>12.1} {:>14.0}",
         format!("syspushd ({} s)", s["heartbeat_interval_s"]),
@@ -198,6 +253,9 @@ fn main() -> Result<()> {
         per_h(m0.bytes, m1.bytes)
     );
     let lost = s["reconnects"].as_u64().unwrap_or(0) - reconnects_before;
-    println!("syspushd link lost during the window: {lost} times; learned: {}", s["learned"]);
+    println!(
+        "syspushd link lost during the window: {lost} times; learned: {}",
+        s["learned"]
+    );
     Ok(())
 }

@@ -25,7 +25,9 @@ pub fn unavailable() -> Option<String> {
         return Some("needs root".into());
     }
     for tool in ["ip", "nft"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output();
         if !found.map(|o| o.status.success()).unwrap_or(false) {
             return Some(format!("needs `{tool}` (iproute2 / nftables)"));
         }
@@ -34,7 +36,10 @@ pub fn unavailable() -> Option<String> {
 }
 
 fn run(args: &[&str]) -> Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("{args:?}"))?;
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("{args:?}"))?;
     if !out.status.success() {
         bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -62,16 +67,34 @@ impl NatLab {
     /// `timeout_s` seconds of silence.
     pub fn new(timeout_s: u32) -> Result<Self> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let tag = format!("sp{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let lab = Self { device: format!("{tag}d"), router: format!("{tag}r"), gateway: format!("{tag}g") };
+        let tag = format!(
+            "sp{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Self {
+            device: format!("{tag}d"),
+            router: format!("{tag}r"),
+            gateway: format!("{tag}g"),
+        };
         for ns in [&lab.device, &lab.router, &lab.gateway] {
             run(&["ip", "netns", "add", ns])?;
             nsrun(ns, &["ip", "link", "set", "lo", "up"])?;
         }
-        let (d, r, g) = (lab.device.as_str(), lab.router.as_str(), lab.gateway.as_str());
+        let (d, r, g) = (
+            lab.device.as_str(),
+            lab.router.as_str(),
+            lab.gateway.as_str(),
+        );
         // veth pairs created directly inside the namespaces: no names in the host's.
-        run(&["ip", "link", "add", "name", "eth0", "netns", d, "type", "veth", "peer", "name", "down0", "netns", r])?;
-        run(&["ip", "link", "add", "name", "up0", "netns", r, "type", "veth", "peer", "name", "eth0", "netns", g])?;
+        run(&[
+            "ip", "link", "add", "name", "eth0", "netns", d, "type", "veth", "peer", "name",
+            "down0", "netns", r,
+        ])?;
+        run(&[
+            "ip", "link", "add", "name", "up0", "netns", r, "type", "veth", "peer", "name", "eth0",
+            "netns", g,
+        ])?;
         nsrun(d, &["ip", "addr", "add", "10.231.1.2/24", "dev", "eth0"])?;
         nsrun(d, &["ip", "link", "set", "eth0", "up"])?;
         nsrun(d, &["ip", "route", "add", "default", "via", "10.231.1.1"])?;
@@ -91,8 +114,18 @@ impl NatLab {
         let rules_file = tempfile::NamedTempFile::new()?;
         std::fs::write(rules_file.path(), rules)?;
         nsrun(r, &["nft", "-f", &rules_file.path().display().to_string()])?;
-        nsrun(r, &["sysctl", "-qw", &format!("net.netfilter.nf_conntrack_tcp_timeout_established={timeout_s}")])?;
-        nsrun(r, &["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"])?;
+        nsrun(
+            r,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.netfilter.nf_conntrack_tcp_timeout_established={timeout_s}"),
+            ],
+        )?;
+        nsrun(
+            r,
+            &["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+        )?;
         Ok(lab)
     }
 
@@ -109,14 +142,23 @@ impl NatLab {
     /// Brings the device's link back with its default route.
     pub fn device_link_up(&self) -> Result<()> {
         nsrun(&self.device, &["ip", "link", "set", "eth0", "up"])?;
-        nsrun(&self.device, &["ip", "route", "replace", "default", "via", "10.231.1.1"])
+        nsrun(
+            &self.device,
+            &["ip", "route", "replace", "default", "via", "10.231.1.1"],
+        )
     }
 
     /// Bytes (received, sent) on the device's interface.
     pub fn device_bytes(&self) -> Result<(u64, u64)> {
         let read = |f: &str| -> Result<u64> {
             let out = Command::new("ip")
-                .args(["netns", "exec", &self.device, "cat", &format!("/sys/class/net/eth0/statistics/{f}")])
+                .args([
+                    "netns",
+                    "exec",
+                    &self.device,
+                    "cat",
+                    &format!("/sys/class/net/eth0/statistics/{f}"),
+                ])
                 .output()?;
             Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
         };

@@ -204,7 +204,10 @@ impl Gateway {
 
     /// Base URL, `https://HOST:PORT`.
     pub fn url(&self) -> String {
-        format!("https://{}", std::net::SocketAddr::new(self.host, self.port))
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.host, self.port)
+        )
     }
 
     /// An app-server client for this gateway with `key`.

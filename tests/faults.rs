@@ -48,15 +48,27 @@ fn got(v: &serde_json::Value) -> Got {
 /// 200; `retried` the titles sent again after an attempt got no answer (that
 /// attempt may have been accepted: its copy is the sender's duplicate, not the
 /// system's). Fails on a lost message, an id delivered twice, or an unknown id.
-fn account(run: &str, sent: &[(String, String)], retried: &HashSet<String>, got: &[Got]) -> Result<()> {
+fn account(
+    run: &str,
+    sent: &[(String, String)],
+    retried: &HashSet<String>,
+    got: &[Got],
+) -> Result<()> {
     let sent_ids: HashSet<&str> = sent.iter().map(|(_, id)| id.as_str()).collect();
-    ensure!(sent_ids.len() == sent.len(), "{run}: the gateway issued an id twice");
+    ensure!(
+        sent_ids.len() == sent.len(),
+        "{run}: the gateway issued an id twice"
+    );
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (id, _) in got {
         *seen.entry(id.as_str()).or_default() += 1;
     }
     let system_dups: usize = seen.values().map(|n| n - 1).sum();
-    let lost: Vec<&str> = sent_ids.iter().copied().filter(|id| !seen.contains_key(id)).collect();
+    let lost: Vec<&str> = sent_ids
+        .iter()
+        .copied()
+        .filter(|id| !seen.contains_key(id))
+        .collect();
     let mut sender_dups = 0;
     let mut unknown = Vec::new();
     for (id, title) in got {
@@ -76,21 +88,44 @@ fn account(run: &str, sent: &[(String, String)], retried: &HashSet<String>, got:
         seen.len(),
         lost.len()
     );
-    ensure!(lost.is_empty(), "{run}: {} lost, e.g. {:?}", lost.len(), lost.first());
-    ensure!(system_dups == 0, "{run}: {system_dups} ids reached the app twice");
-    ensure!(unknown.is_empty(), "{run}: unexpected messages {:?}", &unknown[..unknown.len().min(5)]);
+    ensure!(
+        lost.is_empty(),
+        "{run}: {} lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+    ensure!(
+        system_dups == 0,
+        "{run}: {system_dups} ids reached the app twice"
+    );
+    ensure!(
+        unknown.is_empty(),
+        "{run}: unexpected messages {:?}",
+        &unknown[..unknown.len().min(5)]
+    );
     Ok(())
 }
 
 /// Sends `n` pushes titled `{prefix}{i}` from a thread; the gateway stays up.
-fn send_thread(app: AppServer, token: String, prefix: &'static str, n: usize) -> std::thread::JoinHandle<Result<Vec<(String, String)>>> {
+fn send_thread(
+    app: AppServer,
+    token: String,
+    prefix: &'static str,
+    n: usize,
+) -> std::thread::JoinHandle<Result<Vec<(String, String)>>> {
     std::thread::spawn(move || {
         let mut sent = Vec::with_capacity(n);
         for i in 0..n {
             let title = format!("{prefix}{i}");
             let r = app.send(&json!({"token": token, "title": title, "desc": "x"}))?;
             ensure!(r.status == 200, "send {title}: {} {}", r.status, r.body);
-            sent.push((title, r.body["message_id"].as_str().unwrap_or_default().to_string()));
+            sent.push((
+                title,
+                r.body["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
         }
         Ok(sent)
     })
@@ -121,8 +156,14 @@ fn sigkill_of_the_daemon_20_times_during_10000_pushes_loses_and_duplicates_nothi
         let next = listen.next(BOUND).with_context(|| {
             let log = s.daemon.log();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            let glog = std::fs::read_to_string(s.gateway.dir.join("gateway.log")).unwrap_or_default();
-            let gtail: Vec<&str> = glog.lines().rev().filter(|l| !l.contains("message accepted")).take(12).collect();
+            let glog =
+                std::fs::read_to_string(s.gateway.dir.join("gateway.log")).unwrap_or_default();
+            let gtail: Vec<&str> = glog
+                .lines()
+                .rev()
+                .filter(|l| !l.contains("message accepted"))
+                .take(12)
+                .collect();
             format!(
                 "after {} of {N}; daemon log, newest first:\n{}\ngateway log:\n{}",
                 got_all.len(),
@@ -133,7 +174,10 @@ fn sigkill_of_the_daemon_20_times_during_10000_pushes_loses_and_duplicates_nothi
         got_all.push(got(&next));
     }
     let sent = sender.join().expect("sender")?;
-    eprintln!("daemon sigkill: 20 kills at received counts {kills:?} in {:?}", started.elapsed());
+    eprintln!(
+        "daemon sigkill: 20 kills at received counts {kills:?} in {:?}",
+        started.elapsed()
+    );
     account("daemon sigkill x20", &sent, &HashSet::new(), &got_all)
 }
 
@@ -161,7 +205,10 @@ fn a_frozen_app_costs_no_memory_and_gets_everything_once_after_sigcont() -> Resu
         if i % 1000 == 999 {
             // The other app keeps receiving while the frozen one's messages pile up.
             let (_, id) = s.send(true, &format!("o{i}"), "x")?;
-            ensure!(got(&other.next(BOUND)?).0 == id, "other app got something else");
+            ensure!(
+                got(&other.next(BOUND)?).0 == id,
+                "other app got something else"
+            );
         }
     }
     let peak = proc_status_kib(daemon_pid, "VmHWM").unwrap_or(0);
@@ -171,7 +218,11 @@ fn a_frozen_app_costs_no_memory_and_gets_everything_once_after_sigcont() -> Resu
          after (VmRSS {rss} KiB)",
         started.elapsed()
     );
-    ensure!(peak.saturating_sub(base) < 24 * 1024, "daemon peak RSS grew by {} KiB", peak - base);
+    ensure!(
+        peak.saturating_sub(base) < 24 * 1024,
+        "daemon peak RSS grew by {} KiB",
+        peak - base
+    );
     kill(pid, Signal::SIGCONT)?;
     let mut got_all = Vec::with_capacity(N);
     while got_all.len() < N {
@@ -187,7 +238,13 @@ impl Tmpfs {
     fn mount(at: &std::path::Path, size: &str) -> Result<Self> {
         std::fs::create_dir_all(at)?;
         let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .status()?;
         ensure!(st.success(), "mount tmpfs: {st}");
@@ -197,7 +254,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -232,7 +292,9 @@ fn disk_full_under_the_store_stops_acks_keeps_serving_and_resumes_without_loss()
     let s = TwoApps::new(dir.path(), Some("8m"))?;
     let daemon = &s.daemon;
     // Messages the daemon holds before the disk fills: the app is not listening.
-    let mut sent: Vec<(String, String)> = (0..20).map(|i| s.send(false, &format!("held{i}"), "x")).collect::<Result<_>>()?;
+    let mut sent: Vec<(String, String)> = (0..20)
+        .map(|i| s.send(false, &format!("held{i}"), "x"))
+        .collect::<Result<_>>()?;
     let other = daemon.listen(APP2, None, None)?;
     let m1 = s.send(true, "marker1", "x")?;
     // Delivered in seq order: once the marker is through, the 20 are committed.
@@ -252,20 +314,38 @@ fn disk_full_under_the_store_stops_acks_keeps_serving_and_resumes_without_loss()
     let listen = daemon.listen(APP, None, None)?;
     let mut got_all = Vec::new();
     for _ in 0..20 {
-        got_all.push(got(&listen.next(BOUND).context("held messages while the disk is full")?));
+        got_all.push(got(&listen
+            .next(BOUND)
+            .context("held messages while the disk is full")?));
     }
-    ensure!(got_all.iter().zip(&sent).all(|(g, s)| g.0 == s.1), "held messages out of order");
+    ensure!(
+        got_all.iter().zip(&sent).all(|(g, s)| g.0 == s.1),
+        "held messages out of order"
+    );
     let status = daemon.ctl(&["status", "--json"])?;
-    ensure!(status.status.success(), "status while full: {}", String::from_utf8_lossy(&status.stderr));
+    ensure!(
+        status.status.success(),
+        "status while full: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     eprintln!("disk full: filled {filled} bytes; 20 held messages served while full");
     // Space returns: everything the gateway kept arrives, once.
     std::fs::remove_file(&filler)?;
     let resumed = Instant::now();
-    ensure!(got(&other.next(Duration::from_secs(330)).context("marker2 after space returned")?).0 == m2.1, "marker2");
+    ensure!(
+        got(&other
+            .next(Duration::from_secs(330))
+            .context("marker2 after space returned")?)
+        .0 == m2.1,
+        "marker2"
+    );
     while got_all.len() < sent.len() {
         got_all.push(got(&listen.next(BOUND)?));
     }
-    eprintln!("disk full: resumed {:?} after space returned", resumed.elapsed());
+    eprintln!(
+        "disk full: resumed {:?} after space returned",
+        resumed.elapsed()
+    );
     account("disk full", &sent, &HashSet::new(), &got_all)
 }
 
@@ -284,15 +364,25 @@ impl TwoApps {
         let keys = [gw.add_app(APP, &[])?, gw.add_app(APP2, &[])?];
         gw.start()?;
         let me = nix::unistd::getuid().as_raw();
-        let policy = [APP, APP2].map(|id| AppPolicy { id: id.into(), uids: vec![me] });
+        let policy = [APP, APP2].map(|id| AppPolicy {
+            id: id.into(),
+            uids: vec![me],
+        });
         let mut daemon = Daemon::new(&dir.join("daemon"), &gw, &policy, "")?;
-        let fs = tmpfs.map(|size| Tmpfs::mount(&daemon.dir.join("state"), size)).transpose()?;
+        let fs = tmpfs
+            .map(|size| Tmpfs::mount(&daemon.dir.join("state"), size))
+            .transpose()?;
         daemon.start()?;
         let apps = [
             (gw.app_server(&keys[0])?, daemon.register(APP)?),
             (gw.app_server(&keys[1])?, daemon.register(APP2)?),
         ];
-        Ok(Self { daemon, apps, _fs: fs, _gw: gw })
+        Ok(Self {
+            daemon,
+            apps,
+            _fs: fs,
+            _gw: gw,
+        })
     }
 
     /// Sends to APP (or APP2 when `second`): (title, message id).
@@ -300,6 +390,12 @@ impl TwoApps {
         let (app, token) = &self.apps[usize::from(second)];
         let r = app.send(&json!({"token": token, "title": title, "desc": desc}))?;
         ensure!(r.status == 200, "send {title}: {} {}", r.status, r.body);
-        Ok((title.to_string(), r.body["message_id"].as_str().unwrap_or_default().to_string()))
+        Ok((
+            title.to_string(),
+            r.body["message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ))
     }
 }

@@ -521,3 +521,39 @@ fn debian_package_contains_binaries_units_and_example_config() -> Result<()> {
     ensure!(users < tmpfiles, "sysusers must run first:\n{postinst}");
     Ok(())
 }
+
+#[test]
+fn under_systemd_the_default_dirs_are_the_ones_the_unit_made_writable() -> Result<()> {
+    // A config with no state_dir or socket_path, as an OEM might ship it: under
+    // systemd the defaults must follow StateDirectory=/RuntimeDirectory= (the
+    // only writable places in the sandbox), not the service user's home.
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("syspushd.toml");
+    std::fs::write(
+        &cfg,
+        "gateway = \"https://push.example.invalid\"\nenrollment_key = \"k\"\n",
+    )?;
+    let out = Command::new(bin("syspushd"))
+        .arg("--check-config")
+        .arg(&cfg)
+        .env("STATE_DIRECTORY", "/var/lib/syspush")
+        .env("RUNTIME_DIRECTORY", "/run/syspush:/run/other")
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.contains("state_dir = \"/var/lib/syspush\""),
+        "{stdout}"
+    );
+    ensure!(
+        stdout.contains("socket_path = \"/run/syspush/syspushd.sock\""),
+        "{stdout}"
+    );
+    Ok(())
+}

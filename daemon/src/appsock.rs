@@ -465,7 +465,13 @@ async fn handle(
                         if let Ok(Some(reason)) = ctx.store.pending_revocation(&h.app_id) {
                             conn.send(ok).await.map_err(|e| e.to_string())?;
                             let _ = ctx.store.clear_revocation(&h.app_id);
-                            msg(0, daemon_message::Body::TokenRevoked(app::TokenRevoked { app_id: h.app_id, reason }))
+                            msg(
+                                0,
+                                daemon_message::Body::TokenRevoked(app::TokenRevoked {
+                                    app_id: h.app_id,
+                                    reason,
+                                }),
+                            )
                         } else {
                             ok
                         }

@@ -187,7 +187,20 @@ fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("", "", "syspush")
 }
 
+/// The first of the paths systemd hands a service in `var`
+/// (`StateDirectory=` -> `$STATE_DIRECTORY`, `RuntimeDirectory=` ->
+/// `$RUNTIME_DIRECTORY`, colon-separated): under systemd these are the
+/// directories the sandbox made writable for this service, whatever its user.
+fn systemd_dir(var: &str) -> Option<PathBuf> {
+    let v = std::env::var_os(var)?;
+    let first = v.to_str()?.split(':').next()?;
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
 fn default_state_dir() -> PathBuf {
+    if let Some(d) = systemd_dir("STATE_DIRECTORY") {
+        return d;
+    }
     if !is_root()
         && let Some(d) = project_dirs()
     {
@@ -197,6 +210,9 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn default_socket_path() -> PathBuf {
+    if let Some(d) = systemd_dir("RUNTIME_DIRECTORY") {
+        return d.join("syspushd.sock");
+    }
     if !is_root()
         && let Some(dir) = project_dirs().and_then(|d| d.runtime_dir().map(Path::to_path_buf))
     {

@@ -691,7 +691,10 @@ impl Driver {
                         }
                     }
                     Ok(None) => {
-                        tracing::debug!(app_id, "revocation of a token that is not current; ignored")
+                        tracing::debug!(
+                            app_id,
+                            "revocation of a token that is not current; ignored"
+                        )
                     }
                     Err(e) => tracing::error!(app_id, error = %e, "cannot drop revoked token"),
                 }

@@ -49,6 +49,26 @@ pub fn init() {
             .init();
         return;
     }
+    // Under systemd, stderr is a stream to journald (JOURNAL_STREAM names
+    // it): write native journal entries instead, so every tracing field is a
+    // real journal field (`session_id` becomes SYSPUSH_SESSION_ID, queryable
+    // with `journalctl SYSPUSH_SESSION_ID=...`) and warnings/errors get their
+    // syslog priority.
+    if stderr_is_journal()
+        && let Ok(journal) = tracing_journald::layer()
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(
+                journal
+                    .with_syslog_identifier(TAG.to_string())
+                    .with_field_prefix(Some("SYSPUSH".to_string())),
+            )
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in journald or files.
@@ -204,4 +224,21 @@ mod tests {
         assert!(text.starts_with("syspushd\0"), "{text:?}");
         assert!(text.contains("commit failed seq=7"), "{text:?}");
     }
+}
+
+/// True when stderr is the journal stream systemd set up for this service
+/// (`JOURNAL_STREAM=DEV:INODE` matches stderr), the check sd_journal's docs
+/// prescribe so a child whose stderr was redirected does not log natively.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use base64::Engine;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -254,8 +256,9 @@ impl ServerCertVerifier for PinnedVerifier {
             ocsp_response,
             now,
         )?;
-        let spki = spki_of(end_entity.as_ref())
-            .ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let spki = spki_of(end_entity.as_ref()).ok_or(rustls::Error::InvalidCertificate(
+            CertificateError::BadEncoding,
+        ))?;
         let digest = ring::digest::digest(&ring::digest::SHA256, spki);
         if self.pins.iter().any(|p| p[..] == *digest.as_ref()) {
             return Ok(verified);
@@ -327,8 +330,7 @@ mod tests {
 
     /// Like [`server`], also returning the leaf certificate (DER) and its key's SPKI.
     fn server_with_leaf(dir: &Path) -> (TlsAcceptor, Vec<u8>, Vec<u8>) {
-        let mut ca_params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = rcgen::CertifiedIssuer::self_signed(
             ca_params,
@@ -380,7 +382,10 @@ mod tests {
     #[test]
     fn bad_pins_are_config_errors() {
         assert!(parse_pins(&["not base64!".into()]).is_err());
-        assert!(parse_pins(&["AAAA".into()]).is_err(), "3 bytes is not a SHA-256");
+        assert!(
+            parse_pins(&["AAAA".into()]).is_err(),
+            "3 bytes is not a SHA-256"
+        );
         assert!(parse_pins(&[]).expect("none").is_empty());
     }
 
@@ -397,9 +402,12 @@ mod tests {
             let (tcp, _) = listener.accept().await.expect("accept");
             let _ = acceptor.accept(tcp).await;
         });
-        let config = client_config(Some(&dir.path().join("ca.pem")), &pins(&leaf))
-            .expect("client config");
-        let r = dial(&config, &ep).await.map(|_| ()).map_err(|e| e.to_string());
+        let config =
+            client_config(Some(&dir.path().join("ca.pem")), &pins(&leaf)).expect("client config");
+        let r = dial(&config, &ep)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         let _ = server.await;
         r
     }

@@ -297,7 +297,10 @@ async fn send(
 }
 
 /// The app whose API key the request carries.
-pub(crate) async fn authenticate_app(shared: &Shared, headers: &HeaderMap) -> Result<AppRecord, ApiError> {
+pub(crate) async fn authenticate_app(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> Result<AppRecord, ApiError> {
     let key = bearer(headers).ok_or(ApiError::Unauthorized)?;
     let key_hash = ids::hash_secret(key);
     shared

@@ -18,10 +18,10 @@ pub mod link;
 pub mod registry;
 pub mod store;
 pub mod store_redb;
-pub mod tokens;
 #[cfg(test)]
 mod store_tests;
 pub mod tls;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -443,7 +443,13 @@ impl Store for RedbStore {
         Ok(table.get(device_id)?.map(|g| g.value()).unwrap_or(0))
     }
 
-    fn count_drop(&self, device_id: &str, app_id: &str, reason: &str, n: u64) -> Result<(), StoreError> {
+    fn count_drop(
+        &self,
+        device_id: &str,
+        app_id: &str,
+        reason: &str,
+        n: u64,
+    ) -> Result<(), StoreError> {
         self.count_drop_impl(device_id, app_id, reason, n)
     }
 
@@ -461,7 +467,13 @@ impl Store for RedbStore {
         Ok(quota.get((app_id, day))?.map(|g| g.value()).unwrap_or(0))
     }
 
-    fn add_revocation(&self, device_id: &str, app_id: &str, token: &str, reason: &str) -> Result<(), StoreError> {
+    fn add_revocation(
+        &self,
+        device_id: &str,
+        app_id: &str,
+        token: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         self.add_revocation_impl(device_id, app_id, token, reason)
     }
 
