@@ -402,7 +402,18 @@ impl Daemon {
                 }
             }
         });
-        Ok(Listen { child, lines: rx })
+        let mut err = child.stderr.take().context("listen stderr")?;
+        let stderr = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Ok(Listen {
+            child,
+            lines: rx,
+            stderr: Some(stderr),
+        })
     }
 }
 
@@ -417,6 +428,9 @@ pub struct Listen {
     /// The process.
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Its stderr, drained as it comes: an undrained pipe fills up and blocks
+    /// the process on its next diagnostic line.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Listen {
@@ -431,12 +445,13 @@ impl Listen {
 
     /// Waits for the process to end and returns its status and stderr.
     pub fn finish(mut self) -> Result<(std::process::ExitStatus, String)> {
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        Ok((self.child.wait()?, err))
+        let status = self.child.wait()?;
+        let err = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        Ok((status, err))
     }
 }
 

@@ -6,9 +6,12 @@
 //! replies to requests and reconnecting are the owners' business, because they
 //! want different things (a client waits for one reply, a listener streams).
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::Poll;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use syspush_proto::app::app_request::Body;
 use syspush_proto::app::{AppRequest, DaemonMessage};
 use syspush_proto::app_codec::DelimitedCodec;
@@ -51,6 +54,30 @@ impl Conn {
     ///
     /// Cancel-safe: dropping the future loses no frame (Framed keeps partial
     /// input in its buffer), so callers may use it inside `select!`.
+    /// Like [`Conn::send`], but while the socket does not take our bytes it
+    /// reads the daemon's frames into `inbox`.
+    ///
+    /// Why: the daemon streams deliveries while it reads requests on the same
+    /// socket. A listener that writes many frames (one re-ack per redelivered
+    /// id after a daemon restart) without reading fills the daemon's receive
+    /// buffer while the daemon fills ours: both block writing, forever. Reading
+    /// whenever a write is pending makes that impossible.
+    pub(crate) async fn send_reading(
+        &mut self,
+        request_id: u64,
+        body: Body,
+        inbox: &mut VecDeque<DaemonMessage>,
+    ) -> Result<(), ClientError> {
+        let req = AppRequest {
+            request_id,
+            body: Some(body),
+        };
+        let framed = &mut self.framed;
+        drive(framed, inbox, |f, cx| Sink::<AppRequest>::poll_ready(f, cx)).await?;
+        Pin::new(&mut *framed).start_send(req)?;
+        drive(framed, inbox, |f, cx| Sink::<AppRequest>::poll_flush(f, cx)).await
+    }
+
     pub(crate) async fn recv(&mut self) -> Result<DaemonMessage, ClientError> {
         match self.framed.next().await {
             Some(Ok(msg)) => Ok(msg),
@@ -58,4 +85,32 @@ impl Conn {
             None => Err(ClientError::Closed),
         }
     }
+}
+
+type Framed_ = Framed<UnixStream, DelimitedCodec<DaemonMessage>>;
+
+/// Polls `op` (a sink readiness or flush) to completion, draining incoming
+/// frames into `inbox` whenever it is pending.
+async fn drive(
+    framed: &mut Framed_,
+    inbox: &mut VecDeque<DaemonMessage>,
+    mut op: impl FnMut(
+        Pin<&mut Framed_>,
+        &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), syspush_proto::CodecError>>,
+) -> Result<(), ClientError> {
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(r) = op(Pin::new(&mut *framed), cx) {
+                return Poll::Ready(r.map_err(ClientError::from));
+            }
+            match Pin::new(&mut *framed).poll_next(cx) {
+                Poll::Ready(Some(Ok(m))) => inbox.push_back(m),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+                Poll::Ready(None) => return Poll::Ready(Err(ClientError::Closed)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
 }

@@ -188,7 +188,8 @@ impl Listener {
         let Some(conn) = self.conn.as_mut() else {
             return Err(ClientError::Closed);
         };
-        conn.send(id, Body::Ack(AckRequest { message_ids })).await?;
+        conn.send_reading(id, Body::Ack(AckRequest { message_ids }), &mut self.queue)
+            .await?;
         loop {
             let msg = conn.recv().await?;
             if msg.request_id != id {
@@ -261,7 +262,7 @@ impl Listener {
                     // The AckOk comes back as a frame with this id and is
                     // ignored by `handle`. If sending fails, the connection is
                     // gone and the daemon redelivers (and we re-ack) next time.
-                    if let Err(e) = conn.send(id, body).await {
+                    if let Err(e) = conn.send_reading(id, body, &mut self.queue).await {
                         self.lost(&e);
                     }
                 }
