@@ -480,9 +480,13 @@ pub(crate) async fn accept(
     }
     let quota = shared.config.operational_daily_quota;
     if let Some(limit) = quota.filter(|_| n.class == MessageClass::ClassOperational as i32) {
-        let (app, day) = (app_id.to_owned(), n.sent_at_ms / 86_400_000);
+        let (app, dev, day) = (
+            app_id.to_owned(),
+            device_id.to_owned(),
+            n.sent_at_ms / 86_400_000,
+        );
         if !shared
-            .store(move |s| s.take_quota(&app, day, limit))
+            .store(move |s| s.take_quota(&app, &dev, day, limit))
             .await?
         {
             let (d, a) = (device_id.to_owned(), app_id.to_owned());
@@ -490,7 +494,7 @@ pub(crate) async fn accept(
                 .store(move |s| s.count_drop(&d, &a, "quota", 1))
                 .await?;
             return Err(ApiError::QuotaExhausted(format!(
-                "app {app_id} used its daily quota of {limit} operational messages"
+                "app {app_id} used its daily quota of {limit} operational messages for this device"
             )));
         }
     }

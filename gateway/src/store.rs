@@ -137,9 +137,17 @@ pub trait Store: Send + Sync + 'static {
     /// as it was, `None` if the token is unknown or already revoked.
     fn revoke_exact(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Takes one unit of `app_id`'s quota for UTC day number `day`; `false`
-    /// (and nothing taken) when `limit` units were already taken that day.
-    fn take_quota(&self, app_id: &str, day: u64, limit: u64) -> Result<bool, StoreError>;
+    /// Takes one unit of `app_id`'s quota on `device_id` for UTC day number
+    /// `day`; `false` (and nothing taken) when `limit` units were already taken
+    /// that day. Per app and device: one noisy app cannot exhaust another
+    /// device's allowance, and a device is protected from one app's spam.
+    fn take_quota(
+        &self,
+        app_id: &str,
+        device_id: &str,
+        day: u64,
+        limit: u64,
+    ) -> Result<bool, StoreError>;
 
     /// What a token points at (live or revoked), `None` if never issued.
     fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
@@ -186,8 +194,8 @@ pub trait Store: Send + Sync + 'static {
     /// Messages queued for one app on a device.
     fn pending_for(&self, device_id: &str, app_id: &str) -> Result<u64, StoreError>;
 
-    /// Operational messages of `app_id` accepted on UTC day `day`.
-    fn quota_used(&self, app_id: &str, day: u64) -> Result<u64, StoreError>;
+    /// Operational messages of `app_id` for `device_id` accepted on UTC day `day`.
+    fn quota_used(&self, app_id: &str, device_id: &str, day: u64) -> Result<u64, StoreError>;
 
     /// Remembers that `token` of `app_id` on the device was revoked by the app
     /// server, until [`Store::clear_revocation`]: a device offline at the time

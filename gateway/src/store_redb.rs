@@ -35,7 +35,8 @@ const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
 /// and seqs are never reused.
 const COLLAPSE: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("collapse");
 /// (app_id, UTC day number) -> operational messages accepted that day.
-const QUOTA: TableDefinition<(&str, u64), u64> = TableDefinition::new("quota");
+/// (app id, device id, UTC day) -> operational messages accepted.
+const QUOTA: TableDefinition<(&str, &str, u64), u64> = TableDefinition::new("quota_app_device");
 
 mod stats;
 use stats::{DROPS, REVOCATIONS};
@@ -309,15 +310,24 @@ impl Store for RedbStore {
         Ok(Some(record))
     }
 
-    fn take_quota(&self, app_id: &str, day: u64, limit: u64) -> Result<bool, StoreError> {
+    fn take_quota(
+        &self,
+        app_id: &str,
+        device_id: &str,
+        day: u64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let taken = {
             let mut quota = txn.open_table(QUOTA)?;
             // Earlier days are over: forget them.
-            quota.retain_in((app_id, 0)..(app_id, day), |_, _| false)?;
-            let used = quota.get((app_id, day))?.map(|g| g.value()).unwrap_or(0);
+            quota.retain_in((app_id, device_id, 0)..(app_id, device_id, day), |_, _| {
+                false
+            })?;
+            let key = (app_id, device_id, day);
+            let used = quota.get(key)?.map(|g| g.value()).unwrap_or(0);
             if used < limit {
-                quota.insert((app_id, day), used + 1)?;
+                quota.insert(key, used + 1)?;
                 true
             } else {
                 false
@@ -461,10 +471,13 @@ impl Store for RedbStore {
         self.pending_for_impl(device_id, app_id)
     }
 
-    fn quota_used(&self, app_id: &str, day: u64) -> Result<u64, StoreError> {
+    fn quota_used(&self, app_id: &str, device_id: &str, day: u64) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let quota = txn.open_table(QUOTA)?;
-        Ok(quota.get((app_id, day))?.map(|g| g.value()).unwrap_or(0))
+        Ok(quota
+            .get((app_id, device_id, day))?
+            .map(|g| g.value())
+            .unwrap_or(0))
     }
 
     fn add_revocation(

@@ -61,7 +61,7 @@ pub(crate) async fn status(
             Ok((
                 s.pending_for(&d, &a)?,
                 s.drops(&d, &a)?,
-                s.quota_used(&a, day)?,
+                s.quota_used(&a, &d, day)?,
             ))
         })
         .await?;

@@ -187,6 +187,10 @@ async fn operational_quota() {
     // Other classes are not counted.
     let (status, _) = gw.send(json!({"token": token, "class": "important"})).await;
     assert_eq!(status, StatusCode::OK);
+    // The quota is per app and device: the same app on another device has its own.
+    let (_creds2, _link2, token2) = gw.device().await;
+    let (status, body) = gw.send(json!({"token": token2})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     gw.shutdown().await;
 }
 
