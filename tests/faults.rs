@@ -284,8 +284,6 @@ fn fill(path: &std::path::Path) -> Result<u64> {
 }
 
 #[test]
-#[ignore = "finding: after ENOSPC redb refuses every later read and write (StorageError::PreviousIo) \
-            until the database is reopened; the store must reopen it. Run with --ignored"]
 fn disk_full_under_the_store_stops_acks_keeps_serving_and_resumes_without_loss() -> Result<()> {
     if !is_root() {
         eprintln!("skipped: needs root (mounts a tmpfs)");

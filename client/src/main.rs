@@ -258,6 +258,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                         if !id.is_empty() {
                             match listener.ack(&[id]).await {
                                 Ok(_) => {}
+                                // The daemon cannot store the ack now (its disk is
+                                // full): the message stays stored, and the listener
+                                // re-acks it when it is redelivered.
+                                Err(e)
+                                    if e.daemon_code()
+                                        == Some(
+                                            syspush_proto::app::ErrorCode::ErrorUnavailable,
+                                        ) =>
+                                {
+                                    let _ = writeln!(
+                                        std::io::stderr(),
+                                        "syspushctl: ack deferred: {e}"
+                                    );
+                                }
                                 // The daemon refused: that is a real error.
                                 Err(e @ syspush_client::ClientError::Daemon { .. }) => {
                                     return Err(e).context("acking");

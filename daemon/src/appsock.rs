@@ -503,6 +503,9 @@ async fn handle(
         {
             Ok(removed) => msg(id, daemon_message::Body::AckOk(app::AckOk { removed })),
             Err(crate::store::StoreError::PermissionDenied(app)) => denied(&app),
+            // Disk full and the like: transient, so the app keeps the ack and
+            // re-acks when the message is redelivered (it stays stored).
+            Err(e) if e.is_transient() => error(id, ErrorCode::ErrorUnavailable, e.to_string()),
             Err(e) => error(id, ErrorCode::ErrorInternal, e.to_string()),
         },
         Some(Body::Status(_)) => msg(id, daemon_message::Body::Status(status(ctx, uid))),

@@ -18,13 +18,18 @@
 //! transaction: either the gateway may forget them (we ack after this returns)
 //! or the next ClientHello asks for them again. Calls are synchronous and short
 //! (one fsync per commit); the daemon calls them inline.
+//!
+//! The database handle is swappable ([`handle`]): after an I/O error (disk
+//! full) redb refuses the open handle until the file is reopened, so the store
+//! reopens it on the next use, serving reads again and committing once space
+//! returns.
 
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use syspush_proto::common::Notification;
 
 const META_U64: TableDefinition<&str, u64> = TableDefinition::new("meta_u64");
@@ -36,6 +41,7 @@ const SEEN_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 
 pub mod extras;
+mod handle;
 pub mod networks;
 use extras::{COLLAPSE, REVOKED, SETTINGS, add_drop};
 
@@ -66,12 +72,28 @@ pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
     Db(#[from] redb::Error),
+    /// The database could not be reopened after an I/O failure (disk still
+    /// full?); the next call tries again.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// A stored record could not be decoded.
     #[error("store: corrupt record: {0}")]
     Corrupt(String),
     /// An ack named a message of an app the caller may not act for.
     #[error("not allowed to ack messages of app {0:?}")]
     PermissionDenied(String),
+}
+
+impl StoreError {
+    /// An I/O failure (disk full?) or a store that could not be reopened
+    /// after one: the same call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::Db(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
 }
 
 fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -109,7 +131,7 @@ pub struct CommitOutcome {
 /// The store. Cheap to share behind an `Arc`; redb serialises writers.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    handle: handle::Handle,
     path: PathBuf,
 }
 
@@ -148,10 +170,7 @@ impl Store {
                 source,
             }
         })?;
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
-            other => dberr(other),
-        })?;
+        let db = handle::open_db(&path)?;
         let txn = db.begin_write().map_err(dberr)?;
         {
             txn.open_table(META_U64).map_err(dberr)?;
@@ -167,7 +186,10 @@ impl Store {
             txn.open_table(COLLAPSE).map_err(dberr)?;
         }
         txn.commit().map_err(dberr)?;
-        Ok(Self { db, path })
+        Ok(Self {
+            handle: handle::Handle::new(db),
+            path,
+        })
     }
 
     /// The database file.
@@ -177,7 +199,7 @@ impl Store {
 
     /// Highest sequence committed (0 if none).
     pub fn last_committed_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(META_U64).map_err(dberr)?;
         Ok(t.get(LAST_COMMITTED_SEQ)
             .map_err(dberr)?
@@ -187,7 +209,7 @@ impl Store {
 
     /// Stored credentials (device id, secret).
     pub fn credentials(&self) -> Result<Option<(String, String)>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(META_STR).map_err(dberr)?;
         let id = t
             .get(DEVICE_ID)
@@ -203,7 +225,7 @@ impl Store {
     /// Stores enrolled credentials. A new identity means a new sequence space,
     /// so the resume point starts over.
     pub fn set_credentials(&self, device_id: &str, secret: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         {
             let mut t = txn.open_table(META_STR).map_err(dberr)?;
             t.insert(DEVICE_ID, device_id).map_err(dberr)?;
@@ -211,7 +233,7 @@ impl Store {
             let mut m = txn.open_table(META_U64).map_err(dberr)?;
             m.insert(LAST_COMMITTED_SEQ, 0).map_err(dberr)?;
         }
-        txn.commit().map_err(dberr)
+        self.finish(txn.commit())
     }
 
     /// Commits a batch of deliveries and the new resume point in one
@@ -223,7 +245,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<CommitOutcome, StoreError> {
         let mut out = CommitOutcome::default();
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         {
             let mut meta = txn.open_table(META_U64).map_err(dberr)?;
             let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
@@ -330,7 +352,7 @@ impl Store {
             meta.insert(NEXT_ARRIVAL, next).map_err(dberr)?;
             out.last_committed_seq = last;
         }
-        txn.commit().map_err(dberr)?;
+        self.finish(txn.commit())?;
         Ok(out)
     }
 
@@ -346,7 +368,7 @@ impl Store {
         let mut out = Vec::new();
         let mut expired = Vec::new();
         {
-            let txn = self.db.begin_read().map_err(dberr)?;
+            let txn = self.read()?;
             let inbox = txn.open_table(INBOX).map_err(dberr)?;
             let start = after.saturating_add(1);
             for entry in inbox
@@ -372,7 +394,7 @@ impl Store {
             }
         }
         if !expired.is_empty() {
-            let txn = self.db.begin_write().map_err(dberr)?;
+            let txn = self.write()?;
             {
                 let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
                 let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
@@ -383,7 +405,7 @@ impl Store {
                 let mut meta = txn.open_table(META_U64).map_err(dberr)?;
                 add_drop(&mut meta, "expired", expired.len() as u64)?;
             }
-            txn.commit().map_err(dberr)?;
+            self.finish(txn.commit())?;
             tracing::debug!(app_id, count = expired.len(), "dropped expired messages");
         }
         Ok(out)
@@ -391,7 +413,7 @@ impl Store {
 
     /// How many unexpired messages wait for `app_id`.
     pub fn pending_count(&self, app_id: &str, now_ms: u64) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let inbox = txn.open_table(INBOX).map_err(dberr)?;
         let mut n = 0;
         for entry in inbox
@@ -409,7 +431,7 @@ impl Store {
 
     /// The app a pending message belongs to.
     pub fn app_of(&self, message_id: &str) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(BY_ID).map_err(dberr)?;
         Ok(t.get(message_id)
             .map_err(dberr)?
@@ -423,7 +445,7 @@ impl Store {
         message_ids: &[String],
         may_act: impl Fn(&str) -> bool,
     ) -> Result<u32, StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         let mut removed = 0;
         {
             let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
@@ -450,13 +472,13 @@ impl Store {
                 }
             }
         }
-        txn.commit().map_err(dberr)?;
+        self.finish(txn.commit())?;
         Ok(removed)
     }
 
     /// Drops an app's pending messages and token (after unregister).
     pub fn drop_app(&self, app_id: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         let mut n = 0;
         {
             let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
@@ -476,23 +498,23 @@ impl Store {
                 .remove(app_id)
                 .map_err(dberr)?;
         }
-        txn.commit().map_err(dberr)?;
+        self.finish(txn.commit())?;
         Ok(n)
     }
 
     /// Stores an app's token.
     pub fn set_token(&self, app_id: &str, token: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         txn.open_table(TOKENS)
             .map_err(dberr)?
             .insert(app_id, token)
             .map_err(dberr)?;
-        txn.commit().map_err(dberr)
+        self.finish(txn.commit())
     }
 
     /// Removes an app's token if it is `token` (or any, with `None`).
     pub fn remove_token(&self, app_id: &str, token: Option<&str>) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         let removed = {
             let mut t = txn.open_table(TOKENS).map_err(dberr)?;
             let current = t.get(app_id).map_err(dberr)?.map(|v| v.value().to_string());
@@ -505,20 +527,20 @@ impl Store {
                 (None, _) => false,
             }
         };
-        txn.commit().map_err(dberr)?;
+        self.finish(txn.commit())?;
         Ok(removed)
     }
 
     /// An app's token.
     pub fn token(&self, app_id: &str) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(TOKENS).map_err(dberr)?;
         Ok(t.get(app_id).map_err(dberr)?.map(|v| v.value().to_string()))
     }
 
     /// Every app id with a token or pending messages, sorted.
     pub fn known_apps(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let mut apps = std::collections::BTreeSet::new();
         let tokens = txn.open_table(TOKENS).map_err(dberr)?;
         for entry in tokens.iter().map_err(dberr)? {

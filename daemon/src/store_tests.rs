@@ -127,7 +127,7 @@ fn expired_messages_are_dropped_on_arrival_and_lazily() {
     );
     // Seen ids are pruned by expiry inside a later commit.
     s.commit(&[], later).expect("commit");
-    let txn = s.db.begin_read().expect("read");
+    let txn = s.read().expect("read");
     let seen = txn.open_table(SEEN).expect("seen");
     assert!(seen.get("soon").expect("get").is_none());
     assert!(seen.get("never").expect("get").is_some());

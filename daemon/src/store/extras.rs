@@ -8,7 +8,7 @@
 //!   (entries may point at acked arrivals: removing a missing one is a no-op);
 //! - drop counters by reason in `meta_u64` (`drops.<reason>`), for Status.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use super::{BY_ID, INBOX, META_U64, Store, StoreError, TOKENS, dberr};
 use crate::settings::Settings;
@@ -69,7 +69,7 @@ impl Store {
         app_id: &str,
         channel_id: &str,
     ) -> Result<(Settings, Settings), StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(SETTINGS).map_err(dberr)?;
         lookup(&t, app_id, channel_id)
     }
@@ -81,17 +81,17 @@ impl Store {
         channel_id: &str,
         s: Settings,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         txn.open_table(SETTINGS)
             .map_err(dberr)?
             .insert((app_id, channel_id), s.pack())
             .map_err(dberr)?;
-        txn.commit().map_err(dberr)
+        self.finish(txn.commit())
     }
 
     /// Every stored level of an app's settings: (channel id, settings), "" first.
     pub fn app_settings(&self, app_id: &str) -> Result<Vec<(String, Settings)>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(SETTINGS).map_err(dberr)?;
         let mut out = Vec::new();
         for entry in t
@@ -106,7 +106,7 @@ impl Store {
 
     /// Drop counts by reason, every reason present.
     pub fn drops(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let meta = txn.open_table(META_U64).map_err(dberr)?;
         DROP_REASONS
             .iter()
@@ -123,22 +123,22 @@ impl Store {
 
     /// A write transaction that commits (doctor's "store writable").
     pub fn probe_write(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         txn.open_table(META_U64)
             .map_err(dberr)?
             .insert("doctor_probe", crate::clock::gateway_ms())
             .map_err(dberr)?;
-        txn.commit().map_err(dberr)
+        self.finish(txn.commit())
     }
 
     /// Counts `n` drops for `reason`.
     pub fn count_drop(&self, reason: &str, n: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         {
             let mut meta = txn.open_table(META_U64).map_err(dberr)?;
             add_drop(&mut meta, reason, n)?;
         }
-        txn.commit().map_err(dberr)
+        self.finish(txn.commit())
     }
 
     /// The gateway revoked `token` of `app_id`: if it is the app's token here,
@@ -152,7 +152,7 @@ impl Store {
         token: &str,
         reason: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         let dropped = {
             let mut tokens = txn.open_table(TOKENS).map_err(dberr)?;
             let current = tokens
@@ -182,24 +182,24 @@ impl Store {
                 .map_err(dberr)?;
             ids.len() as u64
         };
-        txn.commit().map_err(dberr)?;
+        self.finish(txn.commit())?;
         Ok(Some(dropped))
     }
 
     /// A revocation the app has not been told about, if any.
     pub fn pending_revocation(&self, app_id: &str) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(REVOKED).map_err(dberr)?;
         Ok(t.get(app_id).map_err(dberr)?.map(|v| v.value().to_string()))
     }
 
     /// The app was told (or registered again): forget the revocation.
     pub fn clear_revocation(&self, app_id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         txn.open_table(REVOKED)
             .map_err(dberr)?
             .remove(app_id)
             .map_err(dberr)?;
-        txn.commit().map_err(dberr)
+        self.finish(txn.commit())
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{META_U64, Store, StoreError, dberr};
 use crate::heartbeat::Learned;
@@ -31,7 +31,7 @@ fn from_ms(ms: u64) -> Option<Duration> {
 impl Store {
     /// What was learned about `network`, if anything.
     pub fn learned(&self, network: &str) -> Result<Option<Learned>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(NETWORKS).map_err(dberr)?;
         Ok(t.get(network).map_err(dberr)?.map(|v| {
             let (good, ceiling, _) = v.value();
@@ -45,7 +45,7 @@ impl Store {
     /// Records what was learned about `network` (evicting the least recently
     /// used network beyond [`MAX_NETWORKS`]).
     pub fn set_learned(&self, network: &str, learned: Learned) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(dberr)?;
+        let txn = self.write()?;
         {
             let mut meta = txn.open_table(META_U64).map_err(dberr)?;
             let clock = meta
@@ -74,12 +74,12 @@ impl Store {
                 }
             }
         }
-        txn.commit().map_err(dberr)
+        self.finish(txn.commit())
     }
 
     /// Every remembered network and what was learned there, by id.
     pub fn all_learned(&self) -> Result<Vec<(String, Learned)>, StoreError> {
-        let txn = self.db.begin_read().map_err(dberr)?;
+        let txn = self.read()?;
         let t = txn.open_table(NETWORKS).map_err(dberr)?;
         let mut out = Vec::new();
         for entry in t.iter().map_err(dberr)? {

@@ -1,0 +1,170 @@
+//! The swappable database handle, and why the store reopens its own file.
+//!
+//! After any I/O error (ENOSPC in a commit, typically) redb marks the open
+//! `Database` failed: every later write transaction, and every read that
+//! misses its page cache, fails with `StorageError::PreviousIo` until the file
+//! is closed and opened again (opening repairs it back to the last good
+//! commit). Without a reopen the daemon could neither serve what it holds nor
+//! recover when space returns. So the store keeps `Mutex<Option<Arc<Database>>>`:
+//! an I/O failure marks the handle poisoned, and the next transaction drops it
+//! and opens the file again. If that fails too (the disk is still full, or a
+//! transaction of the old handle is still running elsewhere), the call returns
+//! [`StoreError::Unavailable`] and the next call tries again. Nothing is lost
+//! meanwhile: a failed commit is never acked, so the gateway resends it.
+//!
+//! A failure streak is logged once (error) when it starts and once (info) when
+//! a commit succeeds again; the link logs each refused batch itself.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redb::{
+    CommitError, Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError,
+    TransactionError, WriteTransaction,
+};
+
+use super::{Store, StoreError, dberr};
+
+/// How long a reopen waits for transactions of the old handle to finish (they
+/// hold the file lock; store calls are short, so this is a bound, not a wait).
+const REOPEN_WAIT: Duration = Duration::from_millis(500);
+
+/// The database handle of a [`Store`].
+#[derive(Debug)]
+pub(super) struct Handle {
+    /// `None` after a failed reopen: the next transaction tries again.
+    db: Mutex<Option<Arc<Database>>>,
+    /// The open handle saw an I/O error: reopen before the next transaction.
+    poisoned: AtomicBool,
+    /// In a failure streak (logged at its start and at its end).
+    failing: AtomicBool,
+}
+
+impl Handle {
+    pub(super) fn new(db: Database) -> Self {
+        Self {
+            db: Mutex::new(Some(Arc::new(db))),
+            poisoned: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Opens (or creates) the database file; redb repairs it if it was not closed
+/// cleanly.
+pub(super) fn open_db(path: &Path) -> Result<Database, StoreError> {
+    Database::create(path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
+        other => dberr(other),
+    })
+}
+
+fn is_io(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Db(redb::Error::Io(_) | redb::Error::PreviousIo)
+    )
+}
+
+impl Store {
+    /// Begins a read transaction, reopening the database first if needed.
+    pub(super) fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.begin(|db| db.begin_read())
+    }
+
+    /// Begins a write transaction, reopening the database first if needed.
+    pub(super) fn write(&self) -> Result<WriteTransaction, StoreError> {
+        self.begin(|db| db.begin_write())
+    }
+
+    /// Ends a write transaction: `txn.commit()` goes through here so an I/O
+    /// failure poisons the handle and the first success ends a streak.
+    pub(super) fn finish(&self, committed: Result<(), CommitError>) -> Result<(), StoreError> {
+        match committed {
+            Ok(()) => {
+                if self.handle.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!(path = %self.path.display(), "store recovered: commits succeed again");
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.failed(dberr(e))),
+        }
+    }
+
+    fn begin<T>(
+        &self,
+        begin: impl Fn(&Database) -> Result<T, TransactionError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db()?;
+        match begin(&db) {
+            // Failed since we last looked (a read, or a write that never got
+            // to commit): reopen now, once.
+            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
+                self.handle.poisoned.store(true, Ordering::Release);
+                drop(db);
+                begin(&*self.db()?).map_err(|e| self.failed(dberr(e)))
+            }
+            other => other.map_err(|e| self.failed(dberr(e))),
+        }
+    }
+
+    /// The current handle, reopened if poisoned or missing.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self
+            .handle
+            .db
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.handle.poisoned.swap(false, Ordering::AcqRel) {
+            // Our reference goes now; the file closes when the last running
+            // transaction of the old handle ends.
+            *slot = None;
+        }
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let deadline = Instant::now() + REOPEN_WAIT;
+        let reopened = loop {
+            match open_db(&self.path) {
+                Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other,
+            }
+        };
+        match reopened {
+            Ok(db) => {
+                tracing::debug!(path = %self.path.display(), "store reopened");
+                let db = Arc::new(db);
+                *slot = Some(db.clone());
+                Ok(db)
+            }
+            Err(e) => {
+                let e = StoreError::Unavailable(e.to_string());
+                self.streak(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Notes an error: an I/O one poisons the handle (and may start a streak).
+    fn failed(&self, e: StoreError) -> StoreError {
+        if is_io(&e) {
+            self.handle.poisoned.store(true, Ordering::Release);
+            self.streak(&e);
+        }
+        e
+    }
+
+    fn streak(&self, e: &StoreError) {
+        if !self.handle.failing.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                "store failed: deliveries are not acked until it recovers; reopening the database on each use"
+            );
+        }
+    }
+}
