@@ -100,6 +100,24 @@ fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(e.into())
 }
 
+/// Removes every pending message of `app_id` (inbox and id index) inside
+/// `txn`; returns how many. Shared by logout and forced logout, which differ
+/// only in what else they record.
+pub(crate) fn purge_inbox(txn: &redb::WriteTransaction, app_id: &str) -> Result<u64, StoreError> {
+    let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
+    let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
+    let ids: Vec<String> = inbox
+        .extract_from_if((app_id, 0)..=(app_id, u64::MAX), |_, _| true)
+        .map_err(dberr)?
+        .map(|r| r.map(|(_, v)| v.value().1.to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(dberr)?;
+    for id in &ids {
+        by_id.remove(id.as_str()).map_err(dberr)?;
+    }
+    Ok(ids.len() as u64)
+}
+
 /// A message as stored, with its arrival position in the app's inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -479,25 +497,11 @@ impl Store {
     /// Drops an app's pending messages and token (after unregister).
     pub fn drop_app(&self, app_id: &str) -> Result<u64, StoreError> {
         let txn = self.write()?;
-        let mut n = 0;
-        {
-            let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
-            let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
-            let ids: Vec<String> = inbox
-                .extract_from_if((app_id, 0)..=(app_id, u64::MAX), |_, _| true)
-                .map_err(dberr)?
-                .map(|r| r.map(|(_, v)| v.value().1.to_string()))
-                .collect::<Result<_, _>>()
-                .map_err(dberr)?;
-            for id in &ids {
-                by_id.remove(id.as_str()).map_err(dberr)?;
-                n += 1;
-            }
-            txn.open_table(TOKENS)
-                .map_err(dberr)?
-                .remove(app_id)
-                .map_err(dberr)?;
-        }
+        let n = purge_inbox(&txn, app_id)?;
+        txn.open_table(TOKENS)
+            .map_err(dberr)?
+            .remove(app_id)
+            .map_err(dberr)?;
         self.finish(txn.commit())?;
         Ok(n)
     }

@@ -10,7 +10,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-use super::{BY_ID, INBOX, META_U64, Store, StoreError, TOKENS, dberr};
+use super::{META_U64, Store, StoreError, TOKENS, dberr};
 use crate::settings::Settings;
 
 pub(super) const SETTINGS: TableDefinition<(&str, &str), (bool, bool, bool, u8)> =
@@ -163,24 +163,14 @@ impl Store {
                 return Ok(None);
             }
             tokens.remove(app_id).map_err(dberr)?;
-            let mut inbox = txn.open_table(INBOX).map_err(dberr)?;
-            let mut by_id = txn.open_table(BY_ID).map_err(dberr)?;
-            let ids: Vec<String> = inbox
-                .extract_from_if((app_id, 0)..=(app_id, u64::MAX), |_, _| true)
-                .map_err(dberr)?
-                .map(|r| r.map(|(_, v)| v.value().1.to_string()))
-                .collect::<Result<_, _>>()
-                .map_err(dberr)?;
-            for id in &ids {
-                by_id.remove(id.as_str()).map_err(dberr)?;
-            }
+            let n = super::purge_inbox(&txn, app_id)?;
             let mut meta = txn.open_table(META_U64).map_err(dberr)?;
-            add_drop(&mut meta, "revoked", ids.len() as u64)?;
+            add_drop(&mut meta, "revoked", n)?;
             txn.open_table(REVOKED)
                 .map_err(dberr)?
                 .insert(app_id, reason)
                 .map_err(dberr)?;
-            ids.len() as u64
+            n
         };
         self.finish(txn.commit())?;
         Ok(Some(dropped))
