@@ -52,13 +52,23 @@ impl Handle {
     }
 }
 
+/// redb page cache: see [`open_db`].
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Opens (or creates) the database file; redb repairs it if it was not closed
 /// cleanly.
 pub(super) fn open_db(path: &Path) -> Result<Database, StoreError> {
-    Database::create(path).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
-        other => dberr(other),
-    })
+    redb::Builder::new()
+        // redb's default cache is 1 GiB: with a large backlog (a frozen app)
+        // the daemon's RSS would grow with it. The working set here is small
+        // (recent inbox pages and a few tables), so a small cache costs little
+        // and keeps memory bounded on small devices.
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
+            other => dberr(other),
+        })
 }
 
 fn is_io(e: &StoreError) -> bool {
