@@ -72,7 +72,7 @@ fn main() -> Result<()> {
             })??;
             if let Event::Notification(d) = ev {
                 let id = d.notification.map(|n| n.message_id).unwrap_or_default();
-                rt.block_on(listener.ack(&[id.clone()]))?;
+                rt.block_on(listener.ack(std::slice::from_ref(&id)))?;
                 if id == want {
                     lat.push(t0.elapsed());
                     break;

@@ -198,7 +198,7 @@ async fn first_push(socket: &Path, url: &str, key: &str, ca: &Path) -> Result<(S
                     .as_ref()
                     .map(|n| n.message_id.clone())
                     .unwrap_or_default();
-                listener.ack(&[id.clone()]).await?;
+                listener.ack(std::slice::from_ref(&id)).await?;
                 if id == want {
                     return Ok((token, t0.elapsed().as_secs_f64() * 1000.0));
                 }

@@ -73,9 +73,9 @@ impl Conn {
             body: Some(body),
         };
         let framed = &mut self.framed;
-        drive(framed, inbox, |f, cx| Sink::<AppRequest>::poll_ready(f, cx)).await?;
+        drive(framed, inbox, Sink::<AppRequest>::poll_ready).await?;
         Pin::new(&mut *framed).start_send(req)?;
-        drive(framed, inbox, |f, cx| Sink::<AppRequest>::poll_flush(f, cx)).await
+        drive(framed, inbox, Sink::<AppRequest>::poll_flush).await
     }
 
     pub(crate) async fn recv(&mut self) -> Result<DaemonMessage, ClientError> {
@@ -88,16 +88,18 @@ impl Conn {
 }
 
 type Framed_ = Framed<UnixStream, DelimitedCodec<DaemonMessage>>;
+/// A sink readiness or flush poll on the framed socket.
+type SinkPoll = fn(
+    Pin<&mut Framed_>,
+    &mut std::task::Context<'_>,
+) -> Poll<Result<(), syspush_proto::CodecError>>;
 
 /// Polls `op` (a sink readiness or flush) to completion, draining incoming
 /// frames into `inbox` whenever it is pending.
 async fn drive(
     framed: &mut Framed_,
     inbox: &mut VecDeque<DaemonMessage>,
-    mut op: impl FnMut(
-        Pin<&mut Framed_>,
-        &mut std::task::Context<'_>,
-    ) -> Poll<Result<(), syspush_proto::CodecError>>,
+    op: SinkPoll,
 ) -> Result<(), ClientError> {
     std::future::poll_fn(|cx| {
         loop {

@@ -178,6 +178,23 @@ impl<'a> MakeWriter<'a> for Logd {
     }
 }
 
+/// True when stderr is the journal stream systemd set up for this service
+/// (`JOURNAL_STREAM=DEV:INODE` matches stderr), the check sd_journal's docs
+/// prescribe so a child whose stderr was redirected does not log natively.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,21 +241,4 @@ mod tests {
         assert!(text.starts_with("syspushd\0"), "{text:?}");
         assert!(text.contains("commit failed seq=7"), "{text:?}");
     }
-}
-
-/// True when stderr is the journal stream systemd set up for this service
-/// (`JOURNAL_STREAM=DEV:INODE` matches stderr), the check sd_journal's docs
-/// prescribe so a child whose stderr was redirected does not log natively.
-fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Some((dev, ino)) = stream.split_once(':') else {
-        return false;
-    };
-    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
-        return false;
-    };
-    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
