@@ -30,9 +30,13 @@ use crate::dedup::{Seen, SeenIds};
 
 /// First reconnect delay after a failed attempt or a connection that died young.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Reconnect delays double up to this; also the age after which a connection
-/// counts as stable (its loss is then retried at once: most likely a restart).
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Reconnect delays double up to this. Not lower: every attempt wakes the
+/// app's process, and a daemon that stays down (stopped, not restarting)
+/// must not cost each app a wake-up every few seconds.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Age after which a connection counts as stable: its loss is then retried at
+/// once (most likely a daemon restart).
+const STABLE_AGE: Duration = Duration::from_secs(2);
 /// Default number of message ids remembered for de-duplication.
 pub const DEFAULT_DEDUP_MEMORY: usize = 100_000;
 
@@ -335,7 +339,7 @@ impl Listener {
         let stable = self
             .connected_at
             .take()
-            .is_some_and(|t| t.elapsed() >= BACKOFF_MAX);
+            .is_some_and(|t| t.elapsed() >= STABLE_AGE);
         self.delay = if stable {
             Duration::ZERO
         } else {
@@ -384,10 +388,15 @@ mod tests {
     fn backoff_is_bounded() {
         let mut d = Duration::ZERO;
         let mut seen = vec![];
-        for _ in 0..8 {
+        for _ in 0..12 {
             d = next_delay(d);
             seen.push(d.as_millis());
         }
-        assert_eq!(seen, vec![50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(
+            seen,
+            vec![
+                50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000
+            ]
+        );
     }
 }

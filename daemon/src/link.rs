@@ -417,16 +417,21 @@ impl Driver {
                     "on a network; dialing now"
                 );
                 self.network = network;
+                if self.session.is_offline() {
+                    ctx.notifier.offline(false);
+                }
                 self.session.network_up(now, learned);
             }
             Ok(None) => {
                 tracing::info!("no default route; not dialing until there is one");
                 self.session.network_lost(now);
+                ctx.notifier.offline(true);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "network watch failed; assuming the network stays up");
                 *netwatch = None;
                 if self.session.is_offline() {
+                    ctx.notifier.offline(false);
                     self.session.network_up(now, None);
                 }
             }

@@ -41,13 +41,20 @@ pub struct Notifier {
 /// When the last `WATCHDOG=1` went out.
 #[derive(Debug)]
 struct Watchdog {
+    interval: Duration,
     min_gap: Duration,
     last: Mutex<Duration>,
 }
 
+/// The watchdog timeout announced while the device has no network: the
+/// daemon then sleeps with no timer at all (nothing to heartbeat), so the
+/// event loop cannot prove it is alive by waking; 30 days in µs.
+const OFFLINE_WATCHDOG_USEC: u64 = 30 * 24 * 3600 * 1_000_000;
+
 impl Watchdog {
     fn new(interval: Duration, now: Duration) -> Self {
         Self {
+            interval,
             min_gap: interval / WATCHDOG_DIVISOR,
             last: Mutex::new(now),
         }
@@ -155,6 +162,22 @@ impl Notifier {
         self.send("STOPPING=1\n");
     }
 
+    /// The device lost (true) or regained (false) its network. Offline the
+    /// daemon has no timer and may not wake for hours, so the watchdog timeout
+    /// is stretched (`WATCHDOG_USEC=`, systemd >= 236) instead of adding a
+    /// timer only to ping it; back online the configured one is restored.
+    pub fn offline(&self, offline: bool) {
+        if let Some(w) = &self.watchdog {
+            let usec = if offline {
+                OFFLINE_WATCHDOG_USEC
+            } else {
+                u64::try_from(w.interval.as_micros()).unwrap_or(u64::MAX)
+            };
+            self.send(&format!("WATCHDOG=1\nWATCHDOG_USEC={usec}\n"));
+            *w.last.lock().unwrap_or_else(|e| e.into_inner()) = clock::now();
+        }
+    }
+
     /// Called whenever the event loop wakes: `WATCHDOG=1` if the watchdog is
     /// on and the last ping is at least a quarter interval old.
     pub fn watchdog(&self) {
@@ -192,6 +215,28 @@ mod tests {
         let len = rx.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..len], b"STATUS=connected to x\n");
         Notifier::disabled().stopping();
+    }
+
+    #[test]
+    fn offline_stretches_and_online_restores_the_watchdog_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify.sock");
+        let rx = UnixDatagram::bind(&path).expect("bind");
+        let n = Notifier::to(&path.to_string_lossy()).with_watchdog(Duration::from_secs(3600));
+        let mut buf = [0u8; 256];
+        n.offline(true);
+        let len = rx.recv(&mut buf).expect("recv");
+        assert_eq!(
+            &buf[..len],
+            format!("WATCHDOG=1\nWATCHDOG_USEC={OFFLINE_WATCHDOG_USEC}\n").as_bytes()
+        );
+        n.offline(false);
+        let len = rx.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..len], b"WATCHDOG=1\nWATCHDOG_USEC=3600000000\n");
+        // Without a watchdog nothing is sent.
+        Notifier::to(&path.to_string_lossy()).offline(true);
+        rx.set_nonblocking(true).expect("nonblocking");
+        assert!(rx.recv(&mut buf).is_err());
     }
 
     #[test]

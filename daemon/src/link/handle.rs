@@ -152,12 +152,20 @@ impl LinkHandle {
 
     /// Asks the gateway for `app_id`'s token (waits for a session; the caller bounds the wait).
     pub async fn register(&self, app_id: &str) -> Result<String, RequestError> {
+        let app_id = app_id.to_string();
+        self.ask(|reply| LinkCommand::Register { app_id, reply })
+            .await
+    }
+
+    /// Sends the command `make` builds around a reply channel and waits for
+    /// the link's answer; a link that is gone answers "unavailable".
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> LinkCommand,
+    ) -> Result<T, RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(LinkCommand::Register {
-                app_id: app_id.to_string(),
-                reply,
-            })
+            .send(make(reply))
             .await
             .map_err(|_| RequestError::Unavailable)?;
         rx.await.map_err(|_| RequestError::Unavailable)?
@@ -165,15 +173,9 @@ impl LinkHandle {
 
     /// Asks the gateway to revoke `app_id`'s token; local token and messages are dropped.
     pub async fn unregister(&self, app_id: &str) -> Result<(), RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(LinkCommand::Unregister {
-                app_id: app_id.to_string(),
-                reply,
-            })
+        let app_id = app_id.to_string();
+        self.ask(|reply| LinkCommand::Unregister { app_id, reply })
             .await
-            .map_err(|_| RequestError::Unavailable)?;
-        rx.await.map_err(|_| RequestError::Unavailable)?
     }
 
     /// Asks the gateway about `app_id`'s `token` (the caller bounds the wait).
@@ -182,30 +184,24 @@ impl LinkHandle {
         app_id: &str,
         token: &str,
     ) -> Result<syspush_proto::device::TokenStatusReply, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(LinkCommand::TokenStatus {
-                app_id: app_id.to_string(),
-                token: token.to_string(),
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::Unavailable)?;
-        rx.await.map_err(|_| RequestError::Unavailable)?
+        let (app_id, token) = (app_id.to_string(), token.to_string());
+        self.ask(|reply| LinkCommand::TokenStatus {
+            app_id,
+            token,
+            reply,
+        })
+        .await
     }
 
     /// Asks the gateway to push a test message to `app_id`'s `token`; returns its id.
     pub async fn test_push(&self, app_id: &str, token: &str) -> Result<String, RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(LinkCommand::TestPush {
-                app_id: app_id.to_string(),
-                token: token.to_string(),
-                reply,
-            })
-            .await
-            .map_err(|_| RequestError::Unavailable)?;
-        rx.await.map_err(|_| RequestError::Unavailable)?
+        let (app_id, token) = (app_id.to_string(), token.to_string());
+        self.ask(|reply| LinkCommand::TestPush {
+            app_id,
+            token,
+            reply,
+        })
+        .await
     }
 
     /// A snapshot of the link state.

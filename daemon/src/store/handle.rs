@@ -18,7 +18,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use redb::{
     CommitError, Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError,
@@ -26,10 +25,6 @@ use redb::{
 };
 
 use super::{Store, StoreError, dberr};
-
-/// How long a reopen waits for transactions of the old handle to finish (they
-/// hold the file lock; store calls are short, so this is a bound, not a wait).
-const REOPEN_WAIT: Duration = Duration::from_millis(500);
 
 /// The database handle of a [`Store`].
 #[derive(Debug)]
@@ -135,16 +130,10 @@ impl Store {
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
-        let deadline = Instant::now() + REOPEN_WAIT;
-        let reopened = loop {
-            match open_db(&self.path) {
-                Err(StoreError::Locked(_)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                other => break other,
-            }
-        };
-        match reopened {
+        // One attempt, never a wait: this runs on the daemon's only thread. If
+        // the old handle still holds the file (a transaction not yet dropped),
+        // the caller gets "unavailable" and the next store call tries again.
+        match open_db(&self.path) {
             Ok(db) => {
                 tracing::debug!(path = %self.path.display(), "store reopened");
                 let db = Arc::new(db);
