@@ -103,6 +103,13 @@ impl Timer {
         Ok(Self { fd })
     }
 
+    /// Disarms the timer: a deadline left armed by a dropped `sleep_until`
+    /// would still make the fd readable and wake the process for nothing
+    /// (what an offline daemon, which has no deadline at all, must avoid).
+    pub fn disarm(&mut self) -> io::Result<()> {
+        self.fd.get_ref().0.unset().map_err(io::Error::from)
+    }
+
     /// Completes once boot time reaches `deadline` (at once if it already has).
     ///
     /// Cancel-safe: dropping the future leaves the timer armed but harmless; the
@@ -169,6 +176,26 @@ pub async fn timeout<F: Future>(limit: Duration, fut: F) -> Result<F::Output, El
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dropped_sleep_leaves_the_timer_armed_until_disarmed() {
+        let mut t = Timer::new().expect("timer");
+        // Poll once (arms it), then drop the future.
+        let _ = tokio::time::timeout(
+            Duration::ZERO,
+            t.sleep_until(now() + Duration::from_secs(3600)),
+        )
+        .await;
+        assert!(
+            t.fd.get_ref().0.get().expect("get").is_some(),
+            "armed after the dropped sleep"
+        );
+        t.disarm().expect("disarm");
+        assert!(
+            t.fd.get_ref().0.get().expect("get").is_none(),
+            "disarmed: no wake-up pending"
+        );
+    }
 
     #[test]
     fn boottime_moves_forward() {

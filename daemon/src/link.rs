@@ -206,6 +206,9 @@ impl Link {
                     return Ok(());
                 }
                 let at = d.session.poll_timeout();
+                if at.is_none() {
+                    timer.disarm().map_err(LinkError::Timer)?;
+                }
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     r = timer.sleep_until(at.unwrap_or_default()), if at.is_some() => {
