@@ -464,14 +464,19 @@ async fn handle(
                         // A forced logout that happened while the app was away.
                         if let Ok(Some(reason)) = ctx.store.pending_revocation(&h.app_id) {
                             conn.send(ok).await.map_err(|e| e.to_string())?;
-                            let _ = ctx.store.clear_revocation(&h.app_id);
-                            msg(
+                            // Forget the revocation only once the app has been
+                            // told: if this write fails (the app died), it is
+                            // told at its next hello instead of never.
+                            let told = msg(
                                 0,
                                 daemon_message::Body::TokenRevoked(app::TokenRevoked {
-                                    app_id: h.app_id,
+                                    app_id: h.app_id.clone(),
                                     reason,
                                 }),
-                            )
+                            );
+                            conn.send(told).await.map_err(|e| e.to_string())?;
+                            let _ = ctx.store.clear_revocation(&h.app_id);
+                            return Ok(());
                         } else {
                             ok
                         }
