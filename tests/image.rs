@@ -212,40 +212,6 @@ fn cached_image(cache: &Path, suite: &str, mirror: &str) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// `cargo deb` of the binaries this test run built (as tests/init.rs does).
-fn build_deb(target: &Path, out_dir: &Path) -> Result<PathBuf> {
-    let daemon = bin("syspushd");
-    bin("syspushctl");
-    let profile = match daemon
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-    {
-        Some("debug") => "dev".to_string(),
-        Some(other) => other.to_string(),
-        None => bail!("odd binary path {}", daemon.display()),
-    };
-    run(Command::new("cargo")
-        .args([
-            "deb",
-            "-p",
-            "syspushd",
-            "--no-build",
-            "--no-strip",
-            "--fast",
-            "--profile",
-        ])
-        .arg(&profile)
-        .arg("-o")
-        .arg(out_dir)
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR")))?;
-    std::fs::read_dir(out_dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("no .deb written")
-}
-
 fn chroot(root: &Path, args: &[&str]) -> Result<Output> {
     run(Command::new("chroot")
         .arg(root)
@@ -818,7 +784,7 @@ fn debian_package_boots_in_a_systemd_image_and_serves_apps() -> Result<()> {
     let t = Instant::now();
     let deb_dir = work.path().join("deb");
     std::fs::create_dir_all(&deb_dir)?;
-    let deb = build_deb(&target, &deb_dir)?;
+    let deb = syspush::testkit::build_deb(&deb_dir)?;
     std::fs::copy(&deb, root.join("var/cache/syspushd.deb"))?;
     let dpkg = chroot(&root, &["dpkg", "-i", "/var/cache/syspushd.deb"])?;
     std::fs::remove_file(root.join("var/cache/syspushd.deb"))?;

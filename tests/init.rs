@@ -440,43 +440,8 @@ fn debian_package_contains_binaries_units_and_example_config() -> Result<()> {
         eprintln!("skipped: dpkg-deb is not installed");
         return Ok(());
     }
-    // Package the binaries this test run built (no second, release build:
-    // that takes minutes); --fast: xz at a low preset, the debug binaries are big.
-    let daemon = bin("syspushd");
-    bin("syspushctl");
-    let profile_dir = daemon.parent().context("bin dir")?;
-    let target_dir = profile_dir.parent().context("target dir")?;
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(other) => other,
-        None => bail!("odd binary path {}", daemon.display()),
-    };
     let out_dir = tempfile::tempdir()?;
-    let out = Command::new("cargo")
-        .args([
-            "deb",
-            "-p",
-            "syspushd",
-            "--no-build",
-            "--no-strip",
-            "--fast",
-            "--profile",
-        ])
-        .arg(profile)
-        .arg("-o")
-        .arg(out_dir.path())
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "cargo deb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deb = std::fs::read_dir(out_dir.path())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("no .deb written")?;
+    let deb = syspush::testkit::build_deb(out_dir.path())?;
     let listing = Command::new("dpkg-deb").arg("-c").arg(&deb).output()?;
     ensure!(listing.status.success(), "dpkg-deb -c failed");
     let listing = String::from_utf8(listing.stdout)?;
