@@ -99,6 +99,10 @@ pub struct AppContext {
     pub heartbeat_s: u64,
     /// Configured device id, if any (shown before the link knows one).
     pub device_id: Option<String>,
+    /// The gateway's wall clock (shared with the link), for expiry.
+    pub gateway_clock: clock::GatewayClock,
+    /// Last delivery and error per app, for doctor.
+    pub journal: crate::diag::DeliveryJournal,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AppSockError + '_ {
@@ -381,10 +385,12 @@ async fn connection(
 
 /// Writes the next batch of stored messages after the cursor.
 async fn feed_batch(ctx: &AppContext, f: &mut Feed, conn: &mut Conn) -> Result<(), String> {
-    let batch = match ctx
-        .store
-        .list(f.sub.app_id(), f.cursor, FEED_BATCH, clock::gateway_ms())
-    {
+    let batch = match ctx.store.list(
+        f.sub.app_id(),
+        f.cursor,
+        FEED_BATCH,
+        ctx.gateway_clock.now_ms(),
+    ) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(app_id = f.sub.app_id(), error = %e, "cannot read inbox");
@@ -394,7 +400,8 @@ async fn feed_batch(ctx: &AppContext, f: &mut Feed, conn: &mut Conn) -> Result<(
     };
     f.backlog = batch.len() == FEED_BATCH;
     if !batch.is_empty() {
-        crate::diag::record_delivery(f.sub.app_id());
+        ctx.journal
+            .record_delivery(f.sub.app_id(), ctx.gateway_clock.now_ms());
     }
     for s in batch {
         f.cursor = s.arrival;
@@ -445,7 +452,10 @@ async fn handle(
             } else {
                 // Subscribe before counting so nothing committed in between is missed.
                 let sub = ctx.hub.subscribe(&h.app_id);
-                match ctx.store.pending_count(&h.app_id, clock::gateway_ms()) {
+                match ctx
+                    .store
+                    .pending_count(&h.app_id, ctx.gateway_clock.now_ms())
+                {
                     Ok(pending) => {
                         tracing::debug!(uid, app_id = h.app_id, pending, "app subscribed");
                         *feed = Some(Feed {
@@ -602,7 +612,7 @@ async fn spawn_request(
 pub fn status(ctx: &AppContext, uid: u32) -> app::Status {
     let link = ctx.link.status();
     let now = clock::now();
-    let wall = clock::gateway_ms();
+    let wall = ctx.gateway_clock.now_ms();
     let mut apps: BTreeSet<String> = ctx.policy.apps_of(uid).into_iter().collect();
     if uid == 0 {
         match ctx.store.known_apps() {

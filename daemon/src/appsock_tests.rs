@@ -51,6 +51,8 @@ fn rig(apps: &[AppConfig]) -> Rig {
         gateway_url: "https://gw.example:443".into(),
         heartbeat_s: 270,
         device_id: None,
+        gateway_clock: Default::default(),
+        journal: Default::default(),
     });
     let cancel = CancellationToken::new();
     tokio::spawn(serve(listener, ctx, cancel.clone()));

@@ -9,14 +9,15 @@
 //!
 //! Wall-clock time is used only to compare against message expiry
 //! timestamps set by the gateway, and then as *the gateway's* wall clock
-//! ([`gateway_ms`]): devices without a battery-backed RTC often boot in 1970
+//! ([`GatewayClock::now_ms`]): devices without a battery-backed RTC often boot in 1970
 //! or drift for hours, and judging the gateway's `expires_at_ms` by such a
 //! clock would keep dead messages forever or drop every live one. The offset
-//! is learned from `ServerHello.server_time_ms` ([`set_gateway_offset`]).
+//! is learned from `ServerHello.server_time_ms` ([`GatewayClock::set_offset`]).
 
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,22 +49,34 @@ pub fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Gateway wall clock minus ours, in ms (0 until a ServerHello told us).
-static GATEWAY_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+/// The gateway's wall clock as this device knows it: our wall clock plus the
+/// offset learned from the last `ServerHello`. Cheap to clone; the link sets
+/// it, the app socket and the store's callers read it. Passed in (not a
+/// process-wide static) so that two daemons in one process, as the tests run
+/// them, keep their own.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayClock(Arc<AtomicI64>);
 
-/// Records the gateway's wall clock (`server_time_ms`) as observed now.
-/// Returns the offset (gateway minus local), in ms.
-pub fn set_gateway_offset(server_time_ms: u64) -> i64 {
-    let offset = server_time_ms as i64 - wall_ms() as i64;
-    GATEWAY_OFFSET_MS.store(offset, Ordering::Relaxed);
-    offset
-}
+impl GatewayClock {
+    /// A clock with no offset yet (the local wall clock).
+    pub fn new() -> Self {
+        Self::default()
+    }
 
-/// The gateway's wall clock, unix ms, as best known: for message expiry.
-pub fn gateway_ms() -> u64 {
-    (wall_ms() as i64)
-        .saturating_add(GATEWAY_OFFSET_MS.load(Ordering::Relaxed))
-        .max(0) as u64
+    /// Records the gateway's wall clock (`server_time_ms`) as observed now.
+    /// Returns the offset (gateway minus local), in ms.
+    pub fn set_offset(&self, server_time_ms: u64) -> i64 {
+        let offset = server_time_ms as i64 - wall_ms() as i64;
+        self.0.store(offset, Ordering::Relaxed);
+        offset
+    }
+
+    /// The gateway's wall clock, unix ms, as best known: for message expiry.
+    pub fn now_ms(&self) -> u64 {
+        (wall_ms() as i64)
+            .saturating_add(self.0.load(Ordering::Relaxed))
+            .max(0) as u64
+    }
 }
 
 /// `AsyncFd` wants `AsRawFd`; nix's `TimerFd` only offers `AsFd`.
@@ -208,11 +221,20 @@ mod tests {
     #[test]
     fn gateway_clock_follows_the_offset() {
         let local = wall_ms();
-        let off = set_gateway_offset(local + 3_600_000);
+        let clock = GatewayClock::new();
+        let other = clock.clone();
+        let off = clock.set_offset(local + 3_600_000);
         assert!((3_599_000..=3_600_000).contains(&off), "{off}");
-        assert!(gateway_ms() >= local + 3_599_000);
-        set_gateway_offset(wall_ms());
-        assert!(gateway_ms().abs_diff(wall_ms()) < 1000);
+        assert!(
+            other.now_ms() >= local + 3_599_000,
+            "clones share the offset"
+        );
+        assert!(
+            GatewayClock::new().now_ms().abs_diff(wall_ms()) < 1000,
+            "a new clock has none"
+        );
+        clock.set_offset(wall_ms());
+        assert!(other.now_ms().abs_diff(wall_ms()) < 1000);
     }
 
     #[tokio::test(flavor = "current_thread")]

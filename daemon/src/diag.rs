@@ -2,12 +2,13 @@
 //! `syspushctl doctor` and `syspushctl test`, kept out of `appsock.rs`, which
 //! only routes them here.
 //!
-//! Per-app "last delivery" and "last error" live in a small process-wide
-//! journal rather than the store: they change on every delivery, and an fsync
-//! per delivery for a diagnostic would cost more than it tells.
+//! Per-app "last delivery" and "last error" live in a small in-memory
+//! [`DeliveryJournal`] (owned by the app context) rather than the store: they
+//! change on every delivery, and an fsync per delivery for a diagnostic would
+//! cost more than it tells.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use syspush_proto::app::{self, DoctorCheck, ErrorCode, daemon_message};
@@ -27,24 +28,41 @@ struct Entry {
     last_error: Option<String>,
 }
 
-fn journal() -> std::sync::MutexGuard<'static, HashMap<String, Entry>> {
-    static J: OnceLock<Mutex<HashMap<String, Entry>>> = OnceLock::new();
-    J.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
+/// Per-app last delivery and last error, for doctor. One per daemon.
+#[derive(Debug, Default)]
+pub struct DeliveryJournal(Mutex<HashMap<String, Entry>>);
 
-/// Notes that messages of `app_id` were handed to a connection.
-pub fn record_delivery(app_id: &str) {
-    journal()
-        .entry(app_id.to_string())
-        .or_default()
-        .last_delivery_ms = Some(clock::gateway_ms());
-}
+impl DeliveryJournal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-/// Notes the last thing that went wrong for `app_id`.
-pub fn record_error(app_id: &str, e: impl Into<String>) {
-    journal().entry(app_id.to_string()).or_default().last_error = Some(e.into());
+    /// Notes that messages of `app_id` were handed to a connection at
+    /// `now_ms` (gateway wall clock).
+    pub fn record_delivery(&self, app_id: &str, now_ms: u64) {
+        self.lock()
+            .entry(app_id.to_string())
+            .or_default()
+            .last_delivery_ms = Some(now_ms);
+    }
+
+    /// Notes the last thing that went wrong for `app_id`.
+    pub fn record_error(&self, app_id: &str, e: impl Into<String>) {
+        self.lock()
+            .entry(app_id.to_string())
+            .or_default()
+            .last_error = Some(e.into());
+    }
+
+    /// Last delivery (gateway ms) and last error of `app_id`.
+    fn get(&self, app_id: &str) -> (Option<u64>, Option<String>) {
+        let j = self.lock();
+        let e = j.get(app_id);
+        (
+            e.and_then(|e| e.last_delivery_ms),
+            e.and_then(|e| e.last_error.clone()),
+        )
+    }
 }
 
 /// Whether `uid` may change settings: root or a configured system uid.
@@ -162,7 +180,8 @@ pub async fn test_push(
             }),
         ),
         Ok(Err(e)) => {
-            record_error(&r.app_id, format!("test push: {e}"));
+            ctx.journal
+                .record_error(&r.app_id, format!("test push: {e}"));
             error(id, ErrorCode::ErrorUnavailable, e.to_string())
         }
         Err(_) => error(
@@ -182,9 +201,9 @@ fn check(name: &str, ok: bool, detail: impl Into<String>, hint: &str) -> DoctorC
     }
 }
 
-fn age(ms: Option<u64>) -> String {
+fn age(ms: Option<u64>, now_ms: u64) -> String {
     match ms {
-        Some(t) => format!("{} s ago", clock::gateway_ms().saturating_sub(t) / 1000),
+        Some(t) => format!("{} s ago", now_ms.saturating_sub(t) / 1000),
         None => "never (since the daemon started)".into(),
     }
 }
@@ -200,7 +219,7 @@ pub async fn doctor(ctx: &AppContext, uid: u32) -> app::DoctorReport {
         "loaded and validated at startup (syspushd does not start otherwise)",
         "",
     )];
-    checks.push(match ctx.store.probe_write() {
+    checks.push(match ctx.store.probe_write(ctx.gateway_clock.now_ms()) {
         Ok(()) => check(
             "store writable",
             true,
@@ -260,7 +279,7 @@ pub async fn doctor(ctx: &AppContext, uid: u32) -> app::DoctorReport {
     if uid == 0 {
         apps.extend(ctx.store.known_apps().unwrap_or_default());
     }
-    let wall = clock::gateway_ms();
+    let wall = ctx.gateway_clock.now_ms();
     for app_id in apps {
         let token = ctx.store.token(&app_id).ok().flatten();
         let Some(token) = token else {
@@ -292,21 +311,14 @@ pub async fn doctor(ctx: &AppContext, uid: u32) -> app::DoctorReport {
             "register again (the token was revoked or the gateway lost it) and report the new token to the app server",
         ));
         let pending = ctx.store.pending_count(&app_id, wall).unwrap_or(0);
-        let (last_delivery, last_err) = {
-            let j = journal();
-            let e = j.get(&app_id);
-            (
-                e.and_then(|e| e.last_delivery_ms),
-                e.and_then(|e| e.last_error.clone()),
-            )
-        };
+        let (last_delivery, last_err) = ctx.journal.get(&app_id);
         checks.push(check(
             &format!("{app_id}: delivery"),
             last_err.is_none(),
             format!(
                 "{pending} pending, connected: {}, last delivery: {}, last error: {}",
                 ctx.hub.connected(&app_id),
-                age(last_delivery),
+                age(last_delivery, wall),
                 last_err.as_deref().unwrap_or("none")
             ),
             "see the last error; the app must say hello and ack what it receives",

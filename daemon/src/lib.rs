@@ -98,6 +98,7 @@ pub async fn run_with_socket(
     }
     let tls = tls::client_config(config.ca_file.as_deref(), &config.pin_spki_sha256)?;
     let hub = hub::Hub::new();
+    let gateway_clock = clock::GatewayClock::new();
     let cancel = CancellationToken::new();
     let (link, handle) = link::Link::new(
         config.clone(),
@@ -105,6 +106,7 @@ pub async fn run_with_socket(
         store.clone(),
         hub.clone(),
         notifier.clone(),
+        gateway_clock.clone(),
         cancel.clone(),
     )?;
     let app_listener = activation::AppListener::open(&config.socket_path, inherited)?;
@@ -117,6 +119,8 @@ pub async fn run_with_socket(
         gateway_url: config.gateway.clone(),
         heartbeat_s: config.heartbeat_s.into(),
         device_id: config.device_id.clone(),
+        gateway_clock,
+        journal: diag::DeliveryJournal::default(),
     });
     notifier.ready();
     tracing::info!(

@@ -100,6 +100,8 @@ struct Ctx {
     store: Arc<Store>,
     hub: Arc<Hub>,
     notifier: Arc<Notifier>,
+    /// Set from each ServerHello; read for message expiry.
+    gateway_clock: clock::GatewayClock,
     status: Arc<Mutex<LinkStatus>>,
     shutdown: CancellationToken,
 }
@@ -135,6 +137,7 @@ impl Link {
         store: Arc<Store>,
         hub: Arc<Hub>,
         notifier: Arc<Notifier>,
+        gateway_clock: clock::GatewayClock,
         shutdown: CancellationToken,
     ) -> Result<(Self, LinkHandle), LinkError> {
         let endpoint = config.endpoint()?;
@@ -149,6 +152,7 @@ impl Link {
             store,
             hub,
             notifier,
+            gateway_clock,
             status: status.clone(),
             shutdown,
         };
@@ -605,7 +609,7 @@ impl Driver {
                 server_time_ms,
             } => {
                 if server_time_ms != 0 {
-                    let offset_ms = clock::set_gateway_offset(server_time_ms);
+                    let offset_ms = ctx.gateway_clock.set_offset(server_time_ms);
                     if offset_ms.abs() > 60_000 {
                         tracing::warn!(
                             offset_ms,
@@ -746,7 +750,7 @@ impl Driver {
 
     fn commit(&mut self, ctx: &Ctx, batch: Vec<(u64, Option<Notification>)>) {
         let now = clock::now();
-        match ctx.store.commit(&batch, clock::gateway_ms()) {
+        match ctx.store.commit(&batch, ctx.gateway_clock.now_ms()) {
             Ok(out) => {
                 self.session.committed(out.last_committed_seq);
                 tracing::debug!(

@@ -122,11 +122,11 @@ impl Store {
     }
 
     /// A write transaction that commits (doctor's "store writable").
-    pub fn probe_write(&self) -> Result<(), StoreError> {
+    pub fn probe_write(&self, now_ms: u64) -> Result<(), StoreError> {
         let txn = self.write()?;
         txn.open_table(META_U64)
             .map_err(dberr)?
-            .insert("doctor_probe", crate::clock::gateway_ms())
+            .insert("doctor_probe", now_ms)
             .map_err(dberr)?;
         self.finish(txn.commit())
     }
