@@ -30,6 +30,14 @@ else
     mapfile -t targets < <(cargo fuzz list)
 fi
 
+# fuzz/Cargo.lock is committed and CI checks that it is current: a run must
+# never rewrite it. Refuse a stale lock up front (fix it in a commit with
+# `cargo update --manifest-path fuzz/Cargo.toml --workspace`).
+if ! cargo metadata --locked --format-version 1 >/dev/null; then
+    echo "fuzz/Cargo.lock is stale; run: cargo update --manifest-path fuzz/Cargo.toml --workspace" >&2
+    exit 1
+fi
+
 # Build once up front, so each target's time budget is spent fuzzing.
 cargo fuzz build
 
@@ -38,21 +46,25 @@ summary=()
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     log="$(mktemp)"
+    # Crash files left by earlier runs are not this run's crashes: only files
+    # newer than this marker count.
+    since="$(mktemp)"
     echo "== $t: ${secs}s" >&2
     status=0
     cargo fuzz run "$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1 || status=$?
     execs="$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | tail -n1)"
-    crashes="$(find "artifacts/$t" -type f | wc -l)"
+    crashes="$(find "artifacts/$t" -type f -newer "$since" | wc -l)"
+    old="$(find "artifacts/$t" -type f ! -newer "$since" | wc -l)"
     corpus="$(find "corpus/$t" -type f | wc -l)"
-    line="$t: ${execs:-?} executions, $crashes crash file(s), corpus $corpus, exit $status"
+    line="$t: ${execs:-?} executions, $crashes new crash file(s) ($old from earlier runs), corpus $corpus, exit $status"
     summary+=("$line")
     if [ "$status" -ne 0 ] || [ "$crashes" -ne 0 ]; then
         failed=1
         tail -n 40 "$log" >&2
     fi
-    rm -f "$log"
+    rm -f "$log" "$since"
 done
 
 printf '%s\n' "${summary[@]}"
