@@ -36,6 +36,10 @@ impl Progress {
     }
 }
 
+/// What the sender thread hands back: (title, message id) per accepted send,
+/// and the titles it had to retry.
+type SentLog = (Vec<(String, String)>, HashSet<String>);
+
 #[test]
 fn sigkill_of_the_gateway_10_times_during_a_stream_loses_nothing() -> Result<()> {
     const N: usize = 5_000;
@@ -64,43 +68,41 @@ fn sigkill_of_the_gateway_10_times_during_a_stream_loses_nothing() -> Result<()>
     let app = s.app.clone();
     let sender = {
         let progress = progress.clone();
-        std::thread::spawn(
-            move || -> Result<(Vec<(String, String)>, HashSet<String>)> {
-                let mut sent = Vec::with_capacity(N + 1);
-                let mut retried = HashSet::new();
-                // The sentinel goes last: delivery is in seq order, so once the app
-                // has it, every message accepted before it has arrived too.
-                for i in 0..=N {
-                    let title = if i == N {
-                        "end".to_string()
-                    } else {
-                        format!("g{i}")
-                    };
-                    loop {
-                        let restarts = progress.state.lock().expect("progress").1;
-                        match app.send(&json!({"token": token, "title": title, "desc": "x"})) {
-                            Ok(r) => {
-                                ensure!(r.status == 200, "send {title}: {} {}", r.status, r.body);
-                                let id = r.body["message_id"]
-                                    .as_str()
-                                    .unwrap_or_default()
-                                    .to_string();
-                                sent.push((title.clone(), id));
-                                progress.update(|s| s.0 = i + 1);
-                                break;
-                            }
-                            // No answer: retry once the gateway is back. The lost
-                            // attempt may have been stored: account it as ours.
-                            Err(_) => {
-                                retried.insert(title.clone());
-                                progress.wait("gateway restart", |s| s.1 > restarts)?;
-                            }
+        std::thread::spawn(move || -> Result<SentLog> {
+            let mut sent = Vec::with_capacity(N + 1);
+            let mut retried = HashSet::new();
+            // The sentinel goes last: delivery is in seq order, so once the app
+            // has it, every message accepted before it has arrived too.
+            for i in 0..=N {
+                let title = if i == N {
+                    "end".to_string()
+                } else {
+                    format!("g{i}")
+                };
+                loop {
+                    let restarts = progress.state.lock().expect("progress").1;
+                    match app.send(&json!({"token": token, "title": title, "desc": "x"})) {
+                        Ok(r) => {
+                            ensure!(r.status == 200, "send {title}: {} {}", r.status, r.body);
+                            let id = r.body["message_id"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string();
+                            sent.push((title.clone(), id));
+                            progress.update(|s| s.0 = i + 1);
+                            break;
+                        }
+                        // No answer: retry once the gateway is back. The lost
+                        // attempt may have been stored: account it as ours.
+                        Err(_) => {
+                            retried.insert(title.clone());
+                            progress.wait("gateway restart", |s| s.1 > restarts)?;
                         }
                     }
                 }
-                Ok((sent, retried))
-            },
-        )
+            }
+            Ok((sent, retried))
+        })
     };
     let started = Instant::now();
     let mut got_all = Vec::with_capacity(N + 1);
