@@ -15,7 +15,7 @@ use syspush_proto::app::{
     Status, StatusRequest, TestPushRequest, UnregisterRequest,
 };
 
-use crate::ClientError;
+use crate::error::ClientError;
 use crate::conn::Conn;
 
 /// A connection for requests to syspushd. Not for receiving notifications: use

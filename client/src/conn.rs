@@ -18,7 +18,7 @@ use syspush_proto::app_codec::DelimitedCodec;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
 
-use crate::ClientError;
+use crate::error::ClientError;
 
 /// A connected, framed app socket.
 #[derive(Debug)]

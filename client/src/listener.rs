@@ -24,7 +24,7 @@ use syspush_proto::app::app_request::Body;
 use syspush_proto::app::daemon_message::Body as Msg;
 use syspush_proto::app::{AckRequest, DaemonMessage, Delivery, ErrorCode, Hello};
 
-use crate::ClientError;
+use crate::error::ClientError;
 use crate::conn::Conn;
 use crate::dedup::{Seen, SeenIds};
 

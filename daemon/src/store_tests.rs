@@ -1,5 +1,11 @@
 //! Store tests on a real redb file in a temp dir.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use syspush_proto::common::Notification;
+
+use super::schema::SEEN;
 use super::*;
 
 fn n(id: &str, app: &str, expires_at_ms: u64) -> Option<Notification> {

@@ -8,59 +8,17 @@
 //!   (entries may point at acked arrivals: removing a missing one is a no-op);
 //! - drop counters by reason in `meta_u64` (`drops.<reason>`), for Status.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 
-use super::{META_U64, Store, StoreError, TOKENS, dberr};
+use super::db::Store;
+use super::error::{StoreError, dberr};
+use super::schema::{
+    DROPS_PREFIX, META_U64, REVOKED, SETTINGS, TOKENS, add_drop, lookup, purge_inbox,
+};
 use crate::settings::Settings;
-
-pub(super) const SETTINGS: TableDefinition<(&str, &str), (bool, bool, bool, u8)> =
-    TableDefinition::new("settings");
-pub(super) const REVOKED: TableDefinition<&str, &str> = TableDefinition::new("revoked");
-pub(super) const COLLAPSE: TableDefinition<(&str, &str), u64> = TableDefinition::new("collapse");
-
-const DROPS_PREFIX: &str = "drops.";
 
 /// Why the daemon dropped (or did not show) a message.
 pub const DROP_REASONS: [&str; 4] = ["expired", "collapsed", "revoked", "disabled"];
-
-/// Adds `n` to the drop counter of `reason` inside a write transaction.
-pub(super) fn add_drop(
-    meta: &mut redb::Table<'_, &'static str, u64>,
-    reason: &str,
-    n: u64,
-) -> Result<(), StoreError> {
-    if n == 0 {
-        return Ok(());
-    }
-    let key = format!("{DROPS_PREFIX}{reason}");
-    let old = meta
-        .get(key.as_str())
-        .map_err(dberr)?
-        .map_or(0, |v| v.value());
-    meta.insert(key.as_str(), old.saturating_add(n))
-        .map_err(dberr)?;
-    Ok(())
-}
-
-/// The app-wide and channel settings for a message, read in any transaction.
-pub(super) fn lookup(
-    t: &impl ReadableTable<(&'static str, &'static str), (bool, bool, bool, u8)>,
-    app_id: &str,
-    channel_id: &str,
-) -> Result<(Settings, Settings), StoreError> {
-    let get = |ch: &str| -> Result<Settings, StoreError> {
-        Ok(t.get((app_id, ch))
-            .map_err(dberr)?
-            .map_or_else(Settings::default, |v| Settings::unpack(v.value())))
-    };
-    let app = get("")?;
-    let channel = if channel_id.is_empty() {
-        Settings::default()
-    } else {
-        get(channel_id)?
-    };
-    Ok((app, channel))
-}
 
 impl Store {
     /// The settings in force for `app_id`'s messages on `channel_id` ("" for none).
@@ -163,7 +121,7 @@ impl Store {
                 return Ok(None);
             }
             tokens.remove(app_id).map_err(dberr)?;
-            let n = super::purge_inbox(&txn, app_id)?;
+            let n = purge_inbox(&txn, app_id)?;
             let mut meta = txn.open_table(META_U64).map_err(dberr)?;
             add_drop(&mut meta, "revoked", n)?;
             txn.open_table(REVOKED)

@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::{META_U64, Store, StoreError, dberr};
+use super::db::Store;
+use super::error::{StoreError, dberr};
+use super::schema::{META_U64, NETWORKS};
 use crate::heartbeat::Learned;
 
-pub(super) const NETWORKS: TableDefinition<&str, (u64, u64, u64)> =
-    TableDefinition::new("networks");
 const NETWORK_CLOCK: &str = "network_clock";
 /// Networks remembered at most (a record is a few dozen bytes).
 pub const MAX_NETWORKS: usize = 64;

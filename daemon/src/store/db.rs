@@ -1,4 +1,6 @@
-//! The swappable database handle, and why the store reopens its own file.
+//! The [`Store`] type: opening the file, and the swappable database handle
+//! behind every transaction (why the store reopens its own file).
+//!
 //!
 //! After any I/O error (ENOSPC in a commit, typically) redb marks the open
 //! `Database` failed: every later write transaction, and every read that
@@ -15,7 +17,9 @@
 //! A failure streak is logged once (error) when it starts and once (info) when
 //! a commit succeeds again; the link logs each refused batch itself.
 
-use std::path::Path;
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,11 +28,19 @@ use redb::{
     TransactionError, WriteTransaction,
 };
 
-use super::{Store, StoreError, dberr};
+use super::error::{StoreError, dberr};
+use super::schema::create_all;
+
+/// The store. Cheap to share behind an `Arc`; redb serialises writers.
+#[derive(Debug)]
+pub struct Store {
+    handle: Handle,
+    path: PathBuf,
+}
 
 /// The database handle of a [`Store`].
 #[derive(Debug)]
-pub(super) struct Handle {
+struct Handle {
     /// `None` after a failed reopen: the next transaction tries again.
     db: Mutex<Option<Arc<Database>>>,
     /// The open handle saw an I/O error: reopen before the next transaction.
@@ -38,7 +50,7 @@ pub(super) struct Handle {
 }
 
 impl Handle {
-    pub(super) fn new(db: Database) -> Self {
+    fn new(db: Database) -> Self {
         Self {
             db: Mutex::new(Some(Arc::new(db))),
             poisoned: AtomicBool::new(false),
@@ -52,7 +64,7 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Opens (or creates) the database file; redb repairs it if it was not closed
 /// cleanly.
-pub(super) fn open_db(path: &Path) -> Result<Database, StoreError> {
+fn open_db(path: &Path) -> Result<Database, StoreError> {
     redb::Builder::new()
         // redb's default cache is 1 GiB: with a large backlog (a frozen app)
         // the daemon's RSS would grow with it. The working set here is small
@@ -74,6 +86,55 @@ fn is_io(e: &StoreError) -> bool {
 }
 
 impl Store {
+    /// Opens (creating if needed) `dir/syspushd.redb` with private permissions.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        } else if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "state directory is accessible to other users; expected 0700");
+        }
+        let path = dir.join("syspushd.redb");
+        // Create the file ourselves so it is born 0600 (redb would use the umask).
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        std::fs::set_permissions(&path, Permissions::from_mode(0o600)).map_err(|source| {
+            StoreError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let db = open_db(&path)?;
+        let txn = db.begin_write().map_err(dberr)?;
+        create_all(&txn)?;
+        txn.commit().map_err(dberr)?;
+        Ok(Self {
+            handle: Handle::new(db),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Begins a read transaction, reopening the database first if needed.
     pub(super) fn read(&self) -> Result<ReadTransaction, StoreError> {
         self.begin(|db| db.begin_read())
