@@ -15,8 +15,8 @@ use syspush_proto::app::{
     Status, StatusRequest, TestPushRequest, UnregisterRequest,
 };
 
-use crate::error::ClientError;
 use crate::conn::Conn;
+use crate::error::ClientError;
 
 /// A connection for requests to syspushd. Not for receiving notifications: use
 /// [`Listener`](crate::Listener) for that.

@@ -24,9 +24,9 @@ use syspush_proto::app::app_request::Body;
 use syspush_proto::app::daemon_message::Body as Msg;
 use syspush_proto::app::{AckRequest, DaemonMessage, Delivery, ErrorCode, Hello};
 
-use crate::error::ClientError;
 use crate::conn::Conn;
 use crate::dedup::{Seen, SeenIds};
+use crate::error::ClientError;
 
 /// First reconnect delay after a failed attempt or a connection that died young.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);

@@ -185,6 +185,11 @@ fn drop_app_and_tokens() {
     s.set_token("a", "t1").expect("token");
     assert!(!s.remove_token("a", Some("other")).expect("remove"));
     assert_eq!(s.drop_app("a").expect("drop"), 2);
+    let drops: std::collections::HashMap<_, _> = s.drops().expect("drops").into_iter().collect();
+    assert_eq!(
+        drops["revoked"], 2,
+        "logout drops count as revoked: {drops:?}"
+    );
     assert_eq!(s.token("a").expect("token"), None);
     assert_eq!(s.app_of("m1").expect("app"), None);
     assert_eq!(ids(&s.list("ab", 0, 100, NOW).expect("list")), ["m3"]);

@@ -285,7 +285,9 @@ impl Store {
         self.finish(txn.commit())?;
         Ok(removed)
     }
-    /// Drops an app's pending messages and token (after unregister).
+    /// Drops an app's pending messages and token (after unregister). The
+    /// dropped messages count as `revoked`, as for a forced logout: logout is
+    /// the app revoking its own token.
     pub fn drop_app(&self, app_id: &str) -> Result<u64, StoreError> {
         let txn = self.write()?;
         let n = purge_inbox(&txn, app_id)?;
@@ -293,6 +295,7 @@ impl Store {
             .map_err(dberr)?
             .remove(app_id)
             .map_err(dberr)?;
+        add_drop(&mut txn.open_table(META_U64).map_err(dberr)?, "revoked", n)?;
         self.finish(txn.commit())?;
         Ok(n)
     }
