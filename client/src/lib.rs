@@ -36,7 +36,7 @@ use std::path::PathBuf;
 pub use client::Client;
 pub use error::ClientError;
 pub use json::notification_json;
-pub use listener::{DEFAULT_DEDUP_MEMORY, Event, Listener};
+pub use listener::{ACK_BATCH, ACK_DELAY, DEFAULT_DEDUP_MEMORY, Event, Listener};
 /// The wire types, re-exported so apps need no direct dependency on the proto crate.
 pub use syspush_proto::app::{AppStatus, Delivery, ErrorCode, Status};
 pub use syspush_proto::common::{MessageClass, Notification, Priority, Sender};

@@ -12,11 +12,23 @@
 //!   and will ack it; its ack deletes the message whichever connection carries
 //!   it, because acks are per app, not per connection).
 //!
+//! Acks come in two kinds. [`Listener::ack`] sends one Ack and waits for the
+//! daemon's answer. [`Listener::handled`] only records the id: the listener
+//! sends the recorded ids as ONE Ack frame (one store transaction in the
+//! daemon) when [`next`](Listener::next) would otherwise wait for the socket,
+//! when [`ACK_BATCH`] ids are recorded, or when the oldest has waited
+//! [`ACK_DELAY`] while frames keep arriving; [`Listener::flush_acks`] sends
+//! them at once (call it before exiting). A crash before the batch is sent
+//! loses nothing: the daemon redelivers the unacked ids, and the app handles
+//! them again (it never saw them acked), exactly as with one ack per message.
+//!
 //! A refusal that retrying cannot fix (`ErrorPermissionDenied`,
 //! `ErrorBadRequest`) is returned from [`Listener::next`] instead of being
 //! retried forever.
 
 use std::collections::VecDeque;
+
+use futures_util::FutureExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -39,6 +51,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE_AGE: Duration = Duration::from_secs(2);
 /// Default number of message ids remembered for de-duplication.
 pub const DEFAULT_DEDUP_MEMORY: usize = 100_000;
+/// Most ids [`Listener::handled`] collects before they are sent as one Ack.
+pub const ACK_BATCH: usize = 256;
+/// Longest a [`Listener::handled`] id waits for its batch while frames keep
+/// arriving (when none is waiting, the batch goes at once).
+pub const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// What [`Listener::next`] yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +93,10 @@ pub struct Listener {
     /// Wait before the next connection attempt (zero: at once).
     delay: Duration,
     connects: u64,
+    /// Ids recorded by [`Listener::handled`] and not sent yet.
+    pending_acks: Vec<String>,
+    /// When the oldest of `pending_acks` was recorded.
+    pending_since: Option<Instant>,
 }
 
 impl Listener {
@@ -92,6 +113,8 @@ impl Listener {
             seen: SeenIds::new(DEFAULT_DEDUP_MEMORY),
             delay: Duration::ZERO,
             connects: 0,
+            pending_acks: Vec::new(),
+            pending_since: None,
         }
     }
 
@@ -137,6 +160,9 @@ impl Listener {
     /// call loses no message.
     pub async fn next(&mut self) -> Result<Event, ClientError> {
         loop {
+            if self.batch_due() {
+                self.send_pending_acks().await;
+            }
             let msg = match self.queue.pop_front() {
                 Some(m) => m,
                 None => {
@@ -144,7 +170,24 @@ impl Listener {
                     let Some(conn) = self.conn.as_mut() else {
                         continue;
                     };
-                    match conn.recv().await {
+                    // A frame already here is taken without waiting; before
+                    // waiting, the recorded acks go out (the app is idle).
+                    let ready = if self.pending_acks.is_empty() {
+                        None
+                    } else {
+                        conn.recv().now_or_never()
+                    };
+                    let got = match ready {
+                        Some(r) => r,
+                        None => {
+                            self.send_pending_acks().await;
+                            let Some(conn) = self.conn.as_mut() else {
+                                continue;
+                            };
+                            conn.recv().await
+                        }
+                    };
+                    match got {
                         Ok(m) => m,
                         Err(e) => {
                             self.lost(&e);
@@ -185,6 +228,57 @@ impl Listener {
             self.lost(e);
         }
         res
+    }
+
+    /// Records that the app has handled `id`: it is acked with others in one
+    /// frame (see the module doc for when), and a redelivery of it is re-acked,
+    /// never shown again. Does no I/O.
+    pub fn handled(&mut self, id: impl Into<String>) {
+        let id = id.into();
+        if id.is_empty() {
+            return;
+        }
+        self.seen.acked(&id);
+        self.pending_acks.push(id);
+        self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Sends the ids recorded by [`handled`](Self::handled) now and waits for
+    /// the daemon's answer (how many were still pending there). Call before
+    /// exiting: ids recorded but not sent are redelivered to the app's next
+    /// listener.
+    pub async fn flush_acks(&mut self) -> Result<u32, ClientError> {
+        let ids = std::mem::take(&mut self.pending_acks);
+        self.pending_since = None;
+        self.ack(&ids).await
+    }
+
+    /// Whether the recorded acks must go now even though frames are waiting.
+    fn batch_due(&self) -> bool {
+        self.pending_acks.len() >= ACK_BATCH
+            || self.pending_since.is_some_and(|t| t.elapsed() >= ACK_DELAY)
+    }
+
+    /// Sends the recorded acks as one Ack frame without waiting for the
+    /// answer (it is read, and ignored, like any other frame). If the daemon
+    /// is unreachable they are dropped: the ids are already remembered as
+    /// acked, so their redelivery is re-acked.
+    async fn send_pending_acks(&mut self) {
+        if self.pending_acks.is_empty() {
+            return;
+        }
+        let message_ids = std::mem::take(&mut self.pending_acks);
+        self.pending_since = None;
+        let id = self.take_id();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Err(e) = conn
+            .send_reading(id, Body::Ack(AckRequest { message_ids }), &mut self.queue)
+            .await
+        {
+            self.lost(&e);
+        }
     }
 
     /// Sends the Ack and reads until its reply, queueing whatever else arrives.

@@ -254,38 +254,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                         writeln!(out, "{}", json::notification_json(&d))
                             .context("writing to stdout")?;
                         out.flush().context("writing to stdout")?;
-                        let id = d.notification.map(|n| n.message_id).unwrap_or_default();
-                        if !id.is_empty() {
-                            match listener.ack(&[id]).await {
-                                Ok(_) => {}
-                                // The daemon cannot store the ack now (its disk is
-                                // full): the message stays stored, and the listener
-                                // re-acks it when it is redelivered.
-                                Err(e)
-                                    if e.daemon_code()
-                                        == Some(
-                                            syspush_proto::app::ErrorCode::ErrorUnavailable,
-                                        ) =>
-                                {
-                                    let _ = writeln!(
-                                        std::io::stderr(),
-                                        "syspushctl: ack deferred: {e}"
-                                    );
-                                }
-                                // The daemon refused: that is a real error.
-                                Err(e @ syspush_client::ClientError::Daemon { .. }) => {
-                                    return Err(e).context("acking");
-                                }
-                                // The daemon went away (restart, crash): the listener
-                                // remembers the id as acked and re-acks it when the
-                                // daemon redelivers it, so keep listening.
-                                Err(e) => {
-                                    let _ = writeln!(
-                                        std::io::stderr(),
-                                        "syspushctl: ack deferred, daemon unreachable: {e}"
-                                    );
-                                }
-                            }
+                        // Then ack, in batches: the listener sends what was
+                        // handled as one Ack whenever it would wait for the
+                        // socket (or every ACK_BATCH ids), and the daemon
+                        // commits the batch in one transaction.
+                        if let Some(n) = d.notification {
+                            listener.handled(n.message_id);
                         }
                         seen += 1;
                     }
@@ -305,6 +279,27 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                         );
                     }
                     _ => {}
+                }
+            }
+            // --count reached: the last batch must reach the daemon before we
+            // exit, or it is redelivered to the next listener.
+            match listener.flush_acks().await {
+                Ok(_) => {}
+                // The daemon cannot store the ack now (its disk is full): the
+                // messages stay stored and are redelivered; nothing is lost.
+                Err(e)
+                    if e.daemon_code() == Some(syspush_proto::app::ErrorCode::ErrorUnavailable) =>
+                {
+                    let _ = writeln!(std::io::stderr(), "syspushctl: ack deferred: {e}");
+                }
+                Err(e @ syspush_client::ClientError::Daemon { .. }) => {
+                    return Err(e).context("acking");
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "syspushctl: ack deferred, daemon unreachable: {e}"
+                    );
                 }
             }
         }

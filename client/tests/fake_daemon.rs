@@ -407,3 +407,106 @@ async fn lazy_listener_waits_for_the_daemon_to_come_up() {
     assert_eq!(event_id(ev.unwrap()), "m1");
     assert_eq!(l.reconnects(), 0);
 }
+
+#[tokio::test]
+async fn handled_ids_go_out_in_batches_of_at_most_ack_batch() {
+    const N: usize = 300;
+    let fake = Fake::new();
+    let daemon = async {
+        let mut s = fake.accept().await;
+        hello(&mut s, "app", N as u32).await;
+        // The whole backlog in one write, as the daemon's feed does.
+        for i in 0..N {
+            s.feed(DaemonMessage {
+                request_id: 0,
+                body: Some(delivery(&format!("m{i}"))),
+            })
+            .await
+            .unwrap();
+        }
+        SinkExt::<DaemonMessage>::flush(&mut s).await.unwrap();
+        let mut frames = Vec::new();
+        while frames.iter().map(Vec::len).sum::<usize>() < N {
+            frames.push(ack(&mut s).await);
+        }
+        // The listener goes on reading while its acks are answered.
+        send(&mut s, 0, delivery("last")).await;
+        (s, frames)
+    };
+    let app = async {
+        let mut l = Listener::connect(&fake.path, "app").await.unwrap();
+        for i in 0..N {
+            assert_eq!(event_id(l.next().await.unwrap()), format!("m{i}"));
+            l.handled(format!("m{i}"));
+        }
+        // Waiting for the next frame sends what was handled.
+        assert_eq!(event_id(l.next().await.unwrap()), "last");
+        l
+    };
+    let ((mut s, frames), mut l) = guarded(async { tokio::join!(daemon, app) }).await;
+    let all: Vec<String> = frames.iter().flatten().cloned().collect();
+    let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(all, want, "every handled id acked once, in order");
+    assert!(
+        frames.iter().all(|f| f.len() <= syspush_client::ACK_BATCH),
+        "{:?}",
+        frames.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(
+        frames.len() <= 10,
+        "not batched: {} Ack frames",
+        frames.len()
+    );
+    // flush_acks sends the rest now and waits for the answer.
+    l.handled("last");
+    let (acked, removed) = guarded(async { tokio::join!(ack(&mut s), l.flush_acks()) }).await;
+    assert_eq!(acked, ["last"]);
+    assert_eq!(removed.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn handled_but_unsent_acks_are_redelivered_to_the_next_listener() {
+    let mut fake = Fake::new();
+    let daemon = async {
+        let mut s = fake.accept().await;
+        hello(&mut s, "app", 2).await;
+        send(&mut s, 0, delivery("m1")).await;
+        send(&mut s, 0, delivery("m2")).await;
+        s
+    };
+    let app = async {
+        let mut l = Listener::connect(&fake.path, "app").await.unwrap();
+        assert_eq!(event_id(l.next().await.unwrap()), "m1");
+        l.handled("m1");
+        assert_eq!(event_id(l.next().await.unwrap()), "m2");
+        l.handled("m2");
+        // The app dies here: nothing was sent.
+        drop(l);
+    };
+    let (mut s, ()) = guarded(async { tokio::join!(daemon, app) }).await;
+    assert!(
+        guarded(s.next()).await.is_none(),
+        "a dropped listener sent an Ack it never flushed"
+    );
+    fake.stop();
+    fake.restart();
+    // A new listener (a restarted app) gets both again.
+    let daemon = async {
+        let mut s = fake.accept().await;
+        hello(&mut s, "app", 2).await;
+        send(&mut s, 0, delivery("m1")).await;
+        send(&mut s, 0, delivery("m2")).await;
+        ack(&mut s).await
+    };
+    let app = async {
+        let mut l = Listener::connect(&fake.path, "app").await.unwrap();
+        assert_eq!(event_id(l.next().await.unwrap()), "m1");
+        assert_eq!(event_id(l.next().await.unwrap()), "m2");
+        l.handled("m1");
+        l.handled("m2");
+        l.flush_acks().await.unwrap()
+    };
+    let (acked, removed) = guarded(async { tokio::join!(daemon, app) }).await;
+    assert_eq!(acked, ["m1", "m2"]);
+    assert_eq!(removed, 2);
+}
