@@ -2,11 +2,30 @@
 //! (the test answers the link commands) and, for the policy, a client
 //! process running as another uid.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::*;
+use futures_util::{SinkExt, StreamExt};
+use syspush_proto::app::{self, AppRequest, DaemonMessage, ErrorCode, app_request, daemon_message};
+use syspush_proto::app_codec::DelimitedCodec;
+use syspush_proto::common::Notification;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::{AppContext, serve};
+use crate::activation::bind;
+use crate::clock;
 use crate::config::AppConfig;
-use crate::link::LinkCommand;
+use crate::hub::Hub;
+use crate::link::{LinkCommand, LinkHandle};
+use crate::policy::Policy;
+use crate::store::Store;
 use app::{AckRequest, Hello, RegisterRequest, StatusRequest};
 use daemon_message::Body as Out;
 
@@ -343,30 +362,6 @@ async fn register_and_unregister_go_through_the_link() {
     assert!(
         matches!(c.body().await, (7, Out::Error(e)) if e.code == ErrorCode::ErrorUnavailable as i32)
     );
-}
-
-#[test]
-fn bind_replaces_stale_sockets_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("s.sock");
-    drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let l = bind(&path).expect("stale socket replaced");
-        assert_eq!(
-            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-            0o666
-        );
-        assert!(matches!(bind(&path), Err(AppSockError::InUse(_))));
-        drop(l);
-        let file = dir.path().join("plain");
-        std::fs::write(&file, "x").expect("write");
-        assert!(matches!(bind(&file), Err(AppSockError::NotASocket(_))));
-        assert!(file.exists());
-    });
 }
 
 const PEER_ENV: &str = "SYSPUSHD_TEST_PEER_SOCKET";
