@@ -4,7 +4,7 @@
 //! itself comes from [`crate::activation`] (inherited from init, or bound
 //! there); this module only serves it.
 //!
-//! Each connection is one task ([`connection`]); the parts:
+//! Each connection is one task (`connection.rs`); the parts:
 //!
 //! | file            | owns                                                        |
 //! |-----------------|-------------------------------------------------------------|
@@ -20,9 +20,9 @@
 //! | `reply.rs`      | the framed connection type and reply builders (a leaf)      |
 //!
 //! Caps, so that no client can grow the daemon's memory without bound: per
-//! connection see [`connection`]; connections: at most
+//! connection see `connection.rs`; connections: at most
 //! [`MAX_APP_CONNECTIONS`] in total and [`MAX_CONNECTIONS_PER_UID`] per uid
-//! (see [`limits`]).
+//! (see `limits.rs`).
 //!
 //! Stopping (as mini-redis does): on shutdown [`serve`] stops accepting, and
 //! returns only once every connection task has finished, so that nothing
