@@ -8,7 +8,8 @@
 //! - Android init: the `socket syspushd stream ...` line of `syspushd.rc` makes
 //!   init create `/dev/socket/syspushd` and pass its fd number in
 //!   `ANDROID_SOCKET_syspushd`. init owns the path.
-//! - Otherwise the daemon binds `socket_path` itself ([`appsock::bind`]) and
+//! - Otherwise the daemon binds `socket_path` itself ([`bind`]: creates the
+//!   directory, replaces a stale socket nobody answers on, mode 0666) and
 //!   removes it on exit.
 //!
 //! An inherited fd is checked before it is trusted (a listening `AF_UNIX`
@@ -21,7 +22,9 @@
 //! removing environment variables is only sound while no other thread may
 //! read the environment (glibc's `getaddrinfo` does).
 
+use std::fs::{DirBuilder, Permissions};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 
@@ -29,8 +32,7 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, SockaddrStorage, getsockname};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{SFlag, fstat};
-
-use crate::appsock;
+use tokio::net::UnixListener;
 
 /// `SD_LISTEN_FDS_START`: the first fd systemd passes.
 pub const SD_LISTEN_FDS_START: RawFd = 3;
@@ -38,9 +40,24 @@ pub const SD_LISTEN_FDS_START: RawFd = 3;
 pub const ANDROID_SOCKET_ENV: &str = "ANDROID_SOCKET_syspushd";
 const SYSTEMD_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
-/// Errors taking or using an inherited socket.
+/// Errors taking an inherited socket or binding one.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
+    /// File system trouble around the socket path.
+    #[error("app socket {path}: {source}")]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something that is not a socket sits at the path.
+    #[error("app socket {0} exists and is not a socket; refusing to remove it")]
+    NotASocket(PathBuf),
+    /// Another daemon answers on the path.
+    #[error("app socket {0} is in use by a running process")]
+    InUse(PathBuf),
     /// A variable that should name an fd does not parse.
     #[error("{var}={value:?} is not a valid file descriptor number")]
     BadVar {
@@ -106,7 +123,7 @@ impl Inherited {
 #[derive(Debug)]
 pub struct AppListener {
     /// The listening socket, registered with the runtime.
-    pub listener: tokio::net::UnixListener,
+    pub listener: UnixListener,
     /// The path to unlink on exit: only a socket the daemon bound itself.
     pub unlink_on_exit: Option<PathBuf>,
     /// Where it listens (for logs).
@@ -116,13 +133,10 @@ pub struct AppListener {
 impl AppListener {
     /// Uses the inherited socket if there is one, else binds `socket_path`.
     /// Must run inside the tokio runtime.
-    pub fn open(
-        socket_path: &Path,
-        inherited: Option<Inherited>,
-    ) -> Result<Self, crate::DaemonError> {
+    pub fn open(socket_path: &Path, inherited: Option<Inherited>) -> Result<Self, ActivationError> {
         let Some(inh) = inherited else {
             return Ok(Self {
-                listener: appsock::bind(socket_path)?,
+                listener: bind(socket_path)?,
                 unlink_on_exit: Some(socket_path.to_path_buf()),
                 path: socket_path.to_path_buf(),
             });
@@ -144,7 +158,7 @@ impl AppListener {
             );
         }
         inh.listener.set_nonblocking(true).map_err(io)?;
-        let listener = tokio::net::UnixListener::from_std(inh.listener).map_err(io)?;
+        let listener = UnixListener::from_std(inh.listener).map_err(io)?;
         tracing::info!(origin = %origin, socket = %path.display(), "using the app socket passed by init");
         Ok(Self {
             listener,
@@ -152,6 +166,42 @@ impl AppListener {
             path,
         })
     }
+}
+
+fn bind_err(path: &Path) -> impl FnOnce(std::io::Error) -> ActivationError + '_ {
+    move |source| ActivationError::Bind {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Binds the app socket at `path`: creates the parent directory, removes a
+/// stale socket (one nobody answers on), binds and makes it 0666. Must run
+/// inside the tokio runtime.
+pub fn bind(path: &Path) -> Result<UnixListener, ActivationError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(bind_err(parent))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ActivationError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(bind_err(path))?;
+        }
+        Ok(_) => return Err(ActivationError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(path)(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err(path))?;
+    std::fs::set_permissions(path, Permissions::from_mode(0o666)).map_err(bind_err(path))?;
+    Ok(listener)
 }
 
 /// Takes the app socket passed by systemd or Android init, if any, and removes
@@ -321,5 +371,29 @@ mod tests {
 
         let file = std::fs::File::open("/dev/null").expect("file");
         assert_eq!(check_listener(file.as_fd()), Err("not a socket".into()));
+    }
+
+    #[test]
+    fn bind_replaces_stale_sockets_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        drop(StdUnixListener::bind(&path).expect("stale socket"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let l = bind(&path).expect("stale socket replaced");
+            assert_eq!(
+                std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+                0o666
+            );
+            assert!(matches!(bind(&path), Err(ActivationError::InUse(_))));
+            drop(l);
+            let file = dir.path().join("plain");
+            std::fs::write(&file, "x").expect("write");
+            assert!(matches!(bind(&file), Err(ActivationError::NotASocket(_))));
+            assert!(file.exists());
+        });
     }
 }

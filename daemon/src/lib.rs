@@ -1,22 +1,46 @@
 //! `syspushd`: the device push daemon.
 //!
-//! One power-saving TLS WebSocket to the gateway ([`link`], driven by the
-//! sans-I/O [`session`] state machine on boot-time [`clock`]), a durable inbox
-//! ([`store`]), and a local Unix socket for apps ([`appsock`], with [`policy`]
-//! deciding which uid may act for which app). [`run`] wires them together on
-//! the caller's current-thread tokio runtime.
+//! One power-saving TLS WebSocket to the gateway, a durable inbox, and a
+//! local Unix socket for apps. [`run`] wires them together on the caller's
+//! current-thread tokio runtime.
+//!
+//! Where each concern lives:
+//!
+//! | concern                                              | module                  |
+//! |------------------------------------------------------|-------------------------|
+//! | wiring, startup order, stop                          | this file ([`run`])     |
+//! | command line, runtime, signals                       | `main.rs`               |
+//! | configuration file, validation                       | [`config`]              |
+//! | logs (journald / logcat)                             | [`logging`]             |
+//! | readiness and watchdog (`sd_notify`)                 | [`notify`]              |
+//! | the app socket: inherited from init, or bound        | [`activation`]          |
+//! | serving apps: connections, requests, caps, stop      | [`appsock`]             |
+//! | diagnostics: settings, doctor, test push, journal    | [`appsock`] (`diag.rs`, `journal.rs`) |
+//! | which uid may act for which app                      | [`policy`], [`packages_list`] |
+//! | what is shown (display decision), user settings      | [`display`], [`settings`] |
+//! | commit fan-out from the link to connections          | [`hub`]                 |
+//! | the durable inbox                                    | [`store`]               |
+//! | the gateway connection (driver)                      | [`link`]                |
+//! | protocol decisions (sans-I/O)                        | [`session`]             |
+//! | heartbeat learning, reconnect backoff (sans-I/O)     | [`heartbeat`], [`backoff`] |
+//! | boot-time timers, the gateway's wall clock           | [`clock`]               |
+//! | TLS client and dial                                  | [`tls`]                 |
+//! | first-start enrollment                               | [`enroll`]              |
+//! | network changes (netlink)                            | [`netwatch`]            |
+//! | starting apps that are not connected                 | [`wake`]                |
 //!
 //! Startup order matters for supervisors: the store is opened and the app
 //! socket bound before `READY=1` is sent ([`notify`]), and neither waits for
 //! the network — apps can connect and read stored messages while the gateway
-//! is unreachable.
+//! is unreachable. Stopping: the link says GoAway while [`appsock::serve`]
+//! lets connection tasks finish (bounded by [`appsock::STOP_GRACE`]); [`run`]
+//! returns once both are done.
 
 pub mod activation;
 pub mod appsock;
 pub mod backoff;
 pub mod clock;
 pub mod config;
-pub mod diag;
 pub mod display;
 pub mod enroll;
 pub mod heartbeat;
@@ -52,10 +76,8 @@ pub enum DaemonError {
     /// The TLS client could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    /// The app socket could not be bound.
-    #[error(transparent)]
-    AppSock(#[from] appsock::AppSockError),
-    /// The app socket passed by init could not be used.
+    /// The app socket could not be bound, or the one passed by init could
+    /// not be used.
     #[error(transparent)]
     Activation(#[from] activation::ActivationError),
     /// The link failed fatally.
@@ -72,7 +94,8 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon until `shutdown` completes, then stops accepting app
-/// connections, lets an in-flight commit finish, says GoAway to the gateway
+/// connections, lets an in-flight commit finish, says GoAway to the gateway,
+/// waits for app connection tasks to end (within [`appsock::STOP_GRACE`])
 /// and returns. Must run inside a tokio runtime with I/O enabled (the daemon
 /// uses a current-thread one).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
@@ -120,7 +143,7 @@ pub async fn run_with_socket(
         heartbeat_s: config.heartbeat_s.into(),
         device_id: config.device_id.clone(),
         gateway_clock,
-        journal: diag::DeliveryJournal::default(),
+        journal: appsock::DeliveryJournal::default(),
     });
     notifier.ready();
     tracing::info!(

@@ -1,19 +1,15 @@
 //! "Finding out why": the app-socket requests behind `syspushctl settings`,
-//! `syspushctl doctor` and `syspushctl test`, kept out of `appsock.rs`, which
-//! only routes them here.
-//!
-//! Per-app "last delivery" and "last error" live in a small in-memory
-//! [`DeliveryJournal`] (owned by the app context) rather than the store: they
-//! change on every delivery, and an fsync per delivery for a diagnostic would
-//! cost more than it tells.
+//! `syspushctl doctor` and `syspushctl test`. [`super::requests`] only routes
+//! them here; doctor reads the per-app last delivery and last error from the
+//! context's [`super::journal::DeliveryJournal`].
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use syspush_proto::app::{self, DoctorCheck, ErrorCode, daemon_message};
 
-use crate::appsock::{AppContext, error, msg};
+use super::context::AppContext;
+use super::reply::{error, msg};
 use crate::clock;
 use crate::settings::Settings;
 
@@ -21,49 +17,6 @@ use crate::settings::Settings;
 const TOKEN_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a test push request waits for the gateway.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Default)]
-struct Entry {
-    last_delivery_ms: Option<u64>,
-    last_error: Option<String>,
-}
-
-/// Per-app last delivery and last error, for doctor. One per daemon.
-#[derive(Debug, Default)]
-pub struct DeliveryJournal(Mutex<HashMap<String, Entry>>);
-
-impl DeliveryJournal {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Notes that messages of `app_id` were handed to a connection at
-    /// `now_ms` (gateway wall clock).
-    pub fn record_delivery(&self, app_id: &str, now_ms: u64) {
-        self.lock()
-            .entry(app_id.to_string())
-            .or_default()
-            .last_delivery_ms = Some(now_ms);
-    }
-
-    /// Notes the last thing that went wrong for `app_id`.
-    pub fn record_error(&self, app_id: &str, e: impl Into<String>) {
-        self.lock()
-            .entry(app_id.to_string())
-            .or_default()
-            .last_error = Some(e.into());
-    }
-
-    /// Last delivery (gateway ms) and last error of `app_id`.
-    fn get(&self, app_id: &str) -> (Option<u64>, Option<String>) {
-        let j = self.lock();
-        let e = j.get(app_id);
-        (
-            e.and_then(|e| e.last_delivery_ms),
-            e.and_then(|e| e.last_error.clone()),
-        )
-    }
-}
 
 /// Whether `uid` may change settings: root or a configured system uid.
 fn may_change(ctx: &AppContext, uid: u32) -> bool {

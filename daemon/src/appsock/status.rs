@@ -1,0 +1,83 @@
+//! The `Status` answer (`syspushctl status`): the link's state, the apps the
+//! caller may see with what waits for them, and what the heartbeat learned.
+
+use std::collections::BTreeSet;
+
+use syspush_proto::app;
+
+use super::context::AppContext;
+use crate::clock;
+
+/// The Status answer for `uid`: root sees every app, others their own.
+pub fn status(ctx: &AppContext, uid: u32) -> app::Status {
+    let link = ctx.link.status();
+    let now = clock::now();
+    let wall = ctx.gateway_clock.now_ms();
+    let mut apps: BTreeSet<String> = ctx.policy.apps_of(uid).into_iter().collect();
+    if uid == 0 {
+        match ctx.store.known_apps() {
+            Ok(known) => apps.extend(known),
+            Err(e) => tracing::warn!(error = %e, "cannot list apps"),
+        }
+    }
+    let apps = apps
+        .into_iter()
+        .map(|app_id| app::AppStatus {
+            pending: ctx.store.pending_count(&app_id, wall).unwrap_or(0),
+            connected: ctx.hub.connected(&app_id),
+            registered: ctx.store.token(&app_id).ok().flatten().is_some(),
+            app_id,
+        })
+        .collect();
+    let device_id = if !link.device_id.is_empty() {
+        link.device_id.clone()
+    } else {
+        ctx.device_id
+            .clone()
+            .or_else(|| ctx.store.credentials().ok().flatten().map(|(id, _)| id))
+            .unwrap_or_default()
+    };
+    app::Status {
+        connected: link.connected,
+        gateway_url: ctx.gateway_url.clone(),
+        session_uptime_s: link
+            .live_since
+            .map(|t| now.saturating_sub(t).as_secs())
+            .unwrap_or(0),
+        heartbeat_interval_s: link
+            .heartbeat
+            .map(|h| h.as_secs())
+            .unwrap_or(ctx.heartbeat_s),
+        last_pong_age_s: link.last_rx.map(|t| now.saturating_sub(t).as_secs()),
+        reconnects: link.reconnects,
+        apps,
+        device_id,
+        last_committed_seq: ctx.store.last_committed_seq().unwrap_or(0),
+        network: link.network.clone().unwrap_or_default(),
+        heartbeat_state: link
+            .heartbeat_state
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        learned: learned_intervals(ctx),
+        idle: link.idle,
+        drops: ctx.store.drops().unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// What the heartbeat learned per network, for Status.
+fn learned_intervals(ctx: &AppContext) -> Vec<app::LearnedInterval> {
+    match ctx.store.all_learned() {
+        Ok(all) => all
+            .into_iter()
+            .map(|(network, l)| app::LearnedInterval {
+                network,
+                interval_s: l.good.map_or(0, |d| d.as_secs()),
+                ceiling_s: l.ceiling.map(|d| d.as_secs()),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list learned heartbeats");
+            Vec::new()
+        }
+    }
+}
