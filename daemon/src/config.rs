@@ -3,6 +3,12 @@
 //! default), with relative paths resolved against the file's directory and
 //! every value checked up front so that `--check-config` catches what would
 //! otherwise fail at 3 a.m. on a device.
+//!
+//! The file is read into `ConfigFile` (serde's view of the TOML) and checked
+//! once into a [`Config`], which holds the parsed values: the gateway
+//! [`Endpoint`], the TLS [`Trust`] (the `ca_file` certificates and the pins)
+//! and the [`HeartbeatConfig`]. Holding a `Config` means all of it was valid;
+//! nothing reads or parses the file's values again.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -11,7 +17,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::endpoint::Endpoint;
+use crate::endpoint::EndpointError;
 use crate::heartbeat::HeartbeatConfig;
+use crate::tls::{Trust, TrustError};
 
 /// Default config file for a system install.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/syspush/syspushd.toml";
@@ -40,28 +49,11 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     /// `gateway` is not a usable https URL.
-    #[error("invalid gateway URL {url:?}: {reason}")]
-    Gateway {
-        /// The configured value.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// `ca_file` cannot be read.
-    #[error("cannot read ca_file {path}: {source}")]
-    CaFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `ca_file` holds no PEM certificate.
-    #[error("ca_file {path} contains no PEM certificate")]
-    CaFileEmpty {
-        /// The file.
-        path: PathBuf,
-    },
+    #[error(transparent)]
+    Gateway(#[from] EndpointError),
+    /// `ca_file` or `pin_spki_sha256` cannot be used.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// Any other invalid value.
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -89,77 +81,79 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The daemon configuration (see `docs/contracts.md`, "Daemon / Config").
+/// The config file as written (see `docs/contracts.md`, "Daemon / Config"):
+/// serde's view, before any value is checked. Read only by [`Config::check`]
+/// and [`Config::to_toml_redacted`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+struct ConfigFile {
     /// Gateway base URL, `https://HOST[:PORT]`; the link goes to `wss://HOST:PORT/v1/device`.
-    pub gateway: String,
+    gateway: String,
     /// Custom CA (PEM) for the gateway; built-in web roots otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     /// Presented once to `POST /v1/devices` when no credentials are stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enrollment_key: Option<Secret>,
+    enrollment_key: Option<Secret>,
     /// Given credentials (instead of enrollment); needs `device_secret` too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
+    device_id: Option<String>,
     /// Secret for `device_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_secret: Option<Secret>,
+    device_secret: Option<Secret>,
     /// Directory of the redb store (`state_dir/syspushd.redb`).
     #[serde(default = "default_state_dir")]
-    pub state_dir: PathBuf,
+    state_dir: PathBuf,
     /// The app socket.
     #[serde(default = "default_socket_path")]
-    pub socket_path: PathBuf,
+    socket_path: PathBuf,
     /// Heartbeat interval, seconds (clamped to the gateway's bounds).
     #[serde(default = "default_heartbeat_s")]
-    pub heartbeat_s: u32,
+    heartbeat_s: u32,
     /// How long to wait for an answer to a heartbeat, seconds.
     #[serde(default = "default_pong_timeout_s")]
-    pub pong_timeout_s: u32,
+    pong_timeout_s: u32,
     /// Shortest heartbeat the learning may settle on, seconds (default 30, or
     /// `heartbeat_s` if that is lower).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heartbeat_min_s: Option<u32>,
+    heartbeat_min_s: Option<u32>,
     /// Longest heartbeat, seconds (default 1680 = 28 min, or `heartbeat_s` if
     /// that is higher). Equal min and max fix the heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heartbeat_max_s: Option<u32>,
+    heartbeat_max_s: Option<u32>,
     /// Answered heartbeats at one interval before probing a longer one.
     #[serde(default = "default_heartbeat_probe_after")]
-    pub heartbeat_probe_after: u32,
+    heartbeat_probe_after: u32,
     /// Upward probe step while no failure is known, percent of the interval.
     #[serde(default = "default_heartbeat_growth_pct")]
-    pub heartbeat_growth_pct: u32,
+    heartbeat_growth_pct: u32,
     /// Learning stops once the proven interval is this percentage of the
     /// shortest failed one.
     #[serde(default = "default_heartbeat_precision_pct")]
-    pub heartbeat_precision_pct: u32,
+    heartbeat_precision_pct: u32,
     /// After a failure with nothing proven below it, retry at this percentage.
     #[serde(default = "default_heartbeat_step_back_pct")]
-    pub heartbeat_step_back_pct: u32,
+    heartbeat_step_back_pct: u32,
     /// Seconds stable before the failed ceiling is probed again (doubling
     /// after each failed re-probe, up to 8x).
     #[serde(default = "default_heartbeat_reprobe_s")]
-    pub heartbeat_reprobe_s: u64,
+    heartbeat_reprobe_s: u64,
     /// Uids besides root allowed to switch idle mode (`syspushctl idle on|off`),
     /// e.g. the platform's power manager.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub system_uids: Vec<u32>,
+    system_uids: Vec<u32>,
     /// Android's package list (`/data/system/packages.list`): when set, an app
     /// id that is a package name may be acted for by that package's uid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub packages_list: Option<PathBuf>,
+    packages_list: Option<PathBuf>,
     /// Optional public-key pins: base64 SHA-256 of the gateway leaf
     /// certificate's SubjectPublicKeyInfo. When set, a certificate whose chain
     /// is valid but whose key is not listed is refused (see `tls.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pin_spki_sha256: Vec<String>,
+    pin_spki_sha256: Vec<String>,
     /// Apps and the uids allowed to act for them.
     #[serde(default, rename = "app", skip_serializing_if = "Vec::is_empty")]
-    pub apps: Vec<AppConfig>,
+    apps: Vec<AppConfig>,
 }
 
 /// One `[[app]]` entry.
@@ -265,61 +259,39 @@ pub fn default_config_path() -> PathBuf {
         .unwrap_or(system)
 }
 
-/// Where the link connects, parsed from `gateway`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Host name or IP literal (no brackets).
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// `host:port` with IPv6 literals bracketed.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Parses a gateway base URL.
-pub fn parse_gateway(url: &str) -> Result<Endpoint, ConfigError> {
-    let bad = |reason: &str| ConfigError::Gateway {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some(other) => return Err(bad(&format!("scheme must be https, not {other}"))),
-        None => return Err(bad("missing scheme (expected https://HOST[:PORT])")),
-    }
-    let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("user info is not allowed"));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if host.is_empty() {
-        return Err(bad("missing host"));
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(bad(
-            "must be a base URL without path or query (the link uses /v1/device)",
-        ));
-    }
-    Ok(Endpoint {
-        host,
-        port: authority.port_u16().unwrap_or(443),
-    })
+/// A checked config: the file's values, with those that need parsing parsed
+/// (see the module doc). Made only by [`Config::load`] and
+/// [`Config::from_toml`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Gateway base URL as configured (shown in status and logs); the link
+    /// dials [`Config::endpoint`].
+    pub gateway: String,
+    /// Presented once to `POST /v1/devices` when no credentials are stored.
+    pub enrollment_key: Option<Secret>,
+    /// Given credentials (instead of enrollment); `device_secret` is set too.
+    pub device_id: Option<String>,
+    /// Secret for `device_id`.
+    pub device_secret: Option<Secret>,
+    /// Directory of the redb store (`state_dir/syspushd.redb`).
+    pub state_dir: PathBuf,
+    /// The app socket.
+    pub socket_path: PathBuf,
+    /// Configured heartbeat interval, seconds (the learning starts there).
+    pub heartbeat_s: u32,
+    /// How long to wait for an answer to a heartbeat, seconds.
+    pub pong_timeout_s: u32,
+    /// Uids besides root allowed to switch idle mode.
+    pub system_uids: Vec<u32>,
+    /// Android's package list, if the app ids are package names.
+    pub packages_list: Option<PathBuf>,
+    /// Apps and the uids allowed to act for them.
+    pub apps: Vec<AppConfig>,
+    endpoint: Endpoint,
+    trust: Trust,
+    heartbeat: HeartbeatConfig,
+    /// The file as written (relative paths resolved): what `--check-config` prints.
+    file: ConfigFile,
 }
 
 impl Config {
@@ -334,26 +306,87 @@ impl Config {
             source,
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })?;
-        cfg.resolve_paths(&base);
-        cfg.validate()?;
-        Ok(cfg)
+        Self::parse(&text, path, &base)
     }
 
     /// Parses and validates TOML text; relative paths are resolved against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            source: Box::new(e),
-        })?;
-        cfg.resolve_paths(base);
-        cfg.validate()?;
-        Ok(cfg)
+        Self::parse(text, Path::new("<text>"), base)
     }
 
+    fn parse(text: &str, origin: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let mut file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        file.resolve_paths(base);
+        Self::check(file)
+    }
+
+    /// Checks every value of the file, in the order of the file's keys, and
+    /// parses those that need it; the error says which and why.
+    fn check(file: ConfigFile) -> Result<Self, ConfigError> {
+        let endpoint = Endpoint::parse(&file.gateway)?;
+        let trust = Trust::load(file.ca_file.as_deref(), &file.pin_spki_sha256)?;
+        file.check_credentials()?;
+        file.check_paths()?;
+        let heartbeat = file.check_heartbeat()?;
+        file.check_apps()?;
+        Ok(Config {
+            gateway: file.gateway.clone(),
+            enrollment_key: file.enrollment_key.clone(),
+            device_id: file.device_id.clone(),
+            device_secret: file.device_secret.clone(),
+            state_dir: file.state_dir.clone(),
+            socket_path: file.socket_path.clone(),
+            heartbeat_s: file.heartbeat_s,
+            pong_timeout_s: file.pong_timeout_s,
+            system_uids: file.system_uids.clone(),
+            packages_list: file.packages_list.clone(),
+            apps: file.apps.clone(),
+            endpoint,
+            trust,
+            heartbeat,
+            file,
+        })
+    }
+
+    /// Where the link and enrollment connect, parsed from `gateway`.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// What the gateway's certificate is checked against (`ca_file`, `pin_spki_sha256`).
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// The heartbeat policy's tunables, defaults filled in.
+    pub fn heartbeat_config(&self) -> HeartbeatConfig {
+        self.heartbeat
+    }
+
+    /// Path of the redb store.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("syspushd.redb")
+    }
+
+    /// The effective config as TOML, with secrets replaced by `<redacted>`.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut c = self.file.clone();
+        let redact = |s: &mut Option<Secret>| {
+            if s.is_some() {
+                *s = Some(Secret::new("<redacted>"));
+            }
+        };
+        redact(&mut c.enrollment_key);
+        redact(&mut c.device_secret);
+        // Serializing plain strings, paths and integers cannot fail.
+        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+impl ConfigFile {
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() && !p.as_os_str().is_empty() {
@@ -370,13 +403,7 @@ impl Config {
         }
     }
 
-    /// Checks every value; the error says which and why.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        parse_gateway(&self.gateway)?;
-        if let Some(ca) = &self.ca_file {
-            crate::tls::load_ca(ca)?;
-        }
-        crate::tls::parse_pins(&self.pin_spki_sha256)?;
+    fn check_credentials(&self) -> Result<(), ConfigError> {
         match (&self.device_id, &self.device_secret) {
             (Some(id), Some(secret)) if id.is_empty() || secret.expose().is_empty() => {
                 return Err(ConfigError::Invalid(
@@ -399,6 +426,10 @@ impl Config {
                 "enrollment_key must not be empty".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn check_paths(&self) -> Result<(), ConfigError> {
         if self.state_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("state_dir must not be empty".into()));
         }
@@ -412,19 +443,65 @@ impl Config {
                 self.socket_path.display()
             )));
         }
+        Ok(())
+    }
+
+    /// The heartbeat tunables, defaults filled in, every bound checked.
+    fn check_heartbeat(&self) -> Result<HeartbeatConfig, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
         if !(1..=86_400).contains(&self.heartbeat_s) {
-            return Err(ConfigError::Invalid(format!(
+            return bad(format!(
                 "heartbeat_s = {} is not in 1..=86400",
                 self.heartbeat_s
-            )));
+            ));
         }
         if !(1..=600).contains(&self.pong_timeout_s) {
-            return Err(ConfigError::Invalid(format!(
+            return bad(format!(
                 "pong_timeout_s = {} is not in 1..=600",
                 self.pong_timeout_s
-            )));
+            ));
         }
-        self.validate_heartbeat()?;
+        let secs = |s: u32| Duration::from_secs(s.into());
+        let h = HeartbeatConfig {
+            initial: secs(self.heartbeat_s),
+            min: secs(self.heartbeat_min_s.unwrap_or(30.min(self.heartbeat_s))),
+            max: secs(self.heartbeat_max_s.unwrap_or(1680.max(self.heartbeat_s))),
+            probe_after: self.heartbeat_probe_after,
+            growth_pct: self.heartbeat_growth_pct,
+            precision_pct: self.heartbeat_precision_pct,
+            step_back_pct: self.heartbeat_step_back_pct,
+            reprobe_after: Duration::from_secs(self.heartbeat_reprobe_s),
+        };
+        if h.min.is_zero() || h.min > h.max || h.max > Duration::from_secs(86_400) {
+            return bad(format!(
+                "heartbeat_min_s/heartbeat_max_s = {}/{} must satisfy 1 <= min <= max <= 86400",
+                h.min.as_secs(),
+                h.max.as_secs()
+            ));
+        }
+        if !(h.min..=h.max).contains(&h.initial) {
+            return bad(format!(
+                "heartbeat_s = {} is outside heartbeat_min_s..=heartbeat_max_s",
+                self.heartbeat_s
+            ));
+        }
+        for (name, v, range) in [
+            ("heartbeat_probe_after", h.probe_after, 1..=100),
+            ("heartbeat_growth_pct", h.growth_pct, 1..=1000),
+            ("heartbeat_precision_pct", h.precision_pct, 50..=99),
+            ("heartbeat_step_back_pct", h.step_back_pct, 10..=99),
+        ] {
+            if !range.contains(&v) {
+                return bad(format!("{name} = {v} is not in {range:?}"));
+            }
+        }
+        if self.heartbeat_reprobe_s == 0 {
+            return bad("heartbeat_reprobe_s must be at least 1".into());
+        }
+        Ok(h)
+    }
+
+    fn check_apps(&self) -> Result<(), ConfigError> {
         let mut seen = HashSet::new();
         for app in &self.apps {
             if app.id.is_empty()
@@ -453,202 +530,8 @@ impl Config {
         }
         Ok(())
     }
-
-    fn validate_heartbeat(&self) -> Result<(), ConfigError> {
-        let h = self.heartbeat_config();
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        if h.min.is_zero() || h.min > h.max || h.max > Duration::from_secs(86_400) {
-            return bad(format!(
-                "heartbeat_min_s/heartbeat_max_s = {}/{} must satisfy 1 <= min <= max <= 86400",
-                h.min.as_secs(),
-                h.max.as_secs()
-            ));
-        }
-        if !(h.min..=h.max).contains(&h.initial) {
-            return bad(format!(
-                "heartbeat_s = {} is outside heartbeat_min_s..=heartbeat_max_s",
-                self.heartbeat_s
-            ));
-        }
-        for (name, v, range) in [
-            ("heartbeat_probe_after", h.probe_after, 1..=100),
-            ("heartbeat_growth_pct", h.growth_pct, 1..=1000),
-            ("heartbeat_precision_pct", h.precision_pct, 50..=99),
-            ("heartbeat_step_back_pct", h.step_back_pct, 10..=99),
-        ] {
-            if !range.contains(&v) {
-                return bad(format!("{name} = {v} is not in {range:?}"));
-            }
-        }
-        if self.heartbeat_reprobe_s == 0 {
-            return bad("heartbeat_reprobe_s must be at least 1".into());
-        }
-        Ok(())
-    }
-
-    /// The heartbeat policy's tunables, defaults filled in.
-    pub fn heartbeat_config(&self) -> HeartbeatConfig {
-        let secs = |s: u32| Duration::from_secs(s.into());
-        HeartbeatConfig {
-            initial: secs(self.heartbeat_s),
-            min: secs(self.heartbeat_min_s.unwrap_or(30.min(self.heartbeat_s))),
-            max: secs(self.heartbeat_max_s.unwrap_or(1680.max(self.heartbeat_s))),
-            probe_after: self.heartbeat_probe_after,
-            growth_pct: self.heartbeat_growth_pct,
-            precision_pct: self.heartbeat_precision_pct,
-            step_back_pct: self.heartbeat_step_back_pct,
-            reprobe_after: Duration::from_secs(self.heartbeat_reprobe_s),
-        }
-    }
-
-    /// The gateway endpoint (validated at load time).
-    pub fn endpoint(&self) -> Result<Endpoint, ConfigError> {
-        parse_gateway(&self.gateway)
-    }
-
-    /// Path of the redb store.
-    pub fn store_path(&self) -> PathBuf {
-        self.state_dir.join("syspushd.redb")
-    }
-
-    /// The effective config as TOML, with secrets replaced by `<redacted>`.
-    pub fn to_toml_redacted(&self) -> String {
-        let mut c = self.clone();
-        let redact = |s: &mut Option<Secret>| {
-            if s.is_some() {
-                *s = Some(Secret::new("<redacted>"));
-            }
-        };
-        redact(&mut c.enrollment_key);
-        redact(&mut c.device_secret);
-        // Serializing plain strings, paths and integers cannot fail.
-        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new("/etc/syspush"))
-    }
-
-    const MIN: &str = "gateway = \"https://127.0.0.1:8443\"\nenrollment_key = \"k\"\n";
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = parse(MIN).expect("valid");
-        assert_eq!(c.heartbeat_s, 270);
-        assert_eq!(c.pong_timeout_s, 10);
-        let h = c.heartbeat_config();
-        assert_eq!(h, HeartbeatConfig::default());
-        // A short test heartbeat lowers the default minimum with it.
-        let c = parse(&format!("{MIN}heartbeat_s = 5\n")).expect("valid");
-        assert_eq!(c.heartbeat_config().min, Duration::from_secs(5));
-        assert_eq!(
-            c.endpoint().expect("endpoint"),
-            Endpoint {
-                host: "127.0.0.1".into(),
-                port: 8443
-            }
-        );
-        assert!(c.apps.is_empty());
-    }
-
-    #[test]
-    fn full_config_round_trips_and_resolves_relative_paths() {
-        let text = format!(
-            "{MIN}state_dir = \"state\"\nsocket_path = \"/run/x.sock\"\nheartbeat_s = 300\n\
-             [[app]]\nid = \"com.example.chat\"\nuids = [1000, 1001]\nwake_command = [\"/bin/true\"]\n\
-             [[app]]\nid = \"b\"\n"
-        );
-        let c = parse(&text).expect("valid");
-        assert_eq!(c.state_dir, PathBuf::from("/etc/syspush/state"));
-        assert_eq!(c.apps[0].uids, vec![1000, 1001]);
-        assert_eq!(c.apps[0].wake_min_interval_s, 30);
-        let printed = c.to_toml_redacted();
-        assert!(
-            printed.contains("<redacted>") && !printed.contains("\"k\""),
-            "{printed}"
-        );
-        let again: Config = toml::from_str(&printed).expect("printed config parses");
-        assert_eq!(again.apps, c.apps);
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let e = parse(&format!("{MIN}heartbeat = 5\n")).expect_err("typo");
-        assert!(e.to_string().contains("unknown field"), "{e}");
-        let e = parse(&format!("{MIN}[[app]]\nid = \"a\"\nuid = [1]\n")).expect_err("typo");
-        assert!(e.to_string().contains("unknown field"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_have_clear_errors() {
-        let cases = [
-            ("gateway = \"http://x\"\n", "scheme must be https"),
-            ("gateway = \"x\"\n", "gateway"),
-            ("gateway = \"https://x/api\"\n", "without path"),
-            ("gateway = \"https://h\"\ndevice_id = \"d\"\n", "together"),
-            (&format!("{MIN}heartbeat_s = 0\n"), "heartbeat_s"),
-            (&format!("{MIN}pong_timeout_s = 0\n"), "pong_timeout_s"),
-            (
-                &format!("{MIN}heartbeat_min_s = 300\n"),
-                "outside heartbeat_min_s",
-            ),
-            (
-                &format!("{MIN}heartbeat_min_s = 60\nheartbeat_max_s = 50\n"),
-                "min <= max",
-            ),
-            (
-                &format!("{MIN}heartbeat_precision_pct = 100\n"),
-                "heartbeat_precision_pct",
-            ),
-            (
-                &format!("{MIN}[[app]]\nid = \"a\"\n[[app]]\nid = \"a\"\n"),
-                "twice",
-            ),
-            (
-                &format!("{MIN}[[app]]\nid = \"a\"\nwake_command = []\n"),
-                "wake_command",
-            ),
-            (
-                &format!("{MIN}ca_file = \"/nonexistent/ca.pem\"\n"),
-                "cannot read ca_file",
-            ),
-            (&format!("{MIN}heartbeat_s = \"often\"\n"), "invalid type"),
-        ];
-        for (text, want) in cases {
-            let e = parse(text).expect_err(text);
-            assert!(e.to_string().contains(want), "{text:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn ca_file_without_certificates_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "not a certificate\n").expect("write");
-        let e = parse(&format!("{MIN}ca_file = \"{}\"\n", ca.display())).expect_err("empty");
-        assert!(matches!(e, ConfigError::CaFileEmpty { .. }), "{e}");
-    }
-
-    #[test]
-    fn gateway_url_forms() {
-        assert_eq!(parse_gateway("https://example.com").expect("ok").port, 443);
-        assert_eq!(
-            parse_gateway("https://example.com/").expect("ok").host,
-            "example.com"
-        );
-        let v6 = parse_gateway("https://[::1]:9000").expect("ok");
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 9000));
-        assert_eq!(v6.authority(), "[::1]:9000");
-    }
-
-    #[test]
-    fn load_reports_missing_file() {
-        let e = Config::load("/nonexistent/syspushd.toml").expect_err("missing");
-        assert!(matches!(e, ConfigError::Read { .. }));
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

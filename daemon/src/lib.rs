@@ -42,6 +42,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod display;
+pub mod endpoint;
 pub mod enroll;
 pub mod heartbeat;
 pub mod hub;
@@ -109,7 +110,6 @@ pub async fn run_with_socket(
     inherited: Option<activation::Inherited>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    config.validate()?;
     let config = Arc::new(config);
     let notifier = Arc::new(notify::Notifier::from_env());
     let store = Arc::new(store::Store::open(&config.state_dir)?);
@@ -119,7 +119,7 @@ pub async fn run_with_socket(
     if !have_creds {
         return Err(DaemonError::NoCredentials);
     }
-    let tls = tls::client_config(config.ca_file.as_deref(), &config.pin_spki_sha256)?;
+    let tls = tls::client_config(config.trust())?;
     let hub = hub::Hub::new();
     let gateway_clock = clock::GatewayClock::new();
     let cancel = CancellationToken::new();

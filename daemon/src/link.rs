@@ -140,7 +140,7 @@ impl Link {
         gateway_clock: clock::GatewayClock,
         shutdown: CancellationToken,
     ) -> Result<(Self, LinkHandle), LinkError> {
-        let endpoint = config.endpoint()?;
+        let endpoint = config.endpoint().clone();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let status = Arc::new(Mutex::new(LinkStatus::default()));
         let waker = Waker::from_apps(&config.apps);

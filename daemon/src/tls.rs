@@ -1,7 +1,10 @@
 //! TLS client setup and the one `TcpStream` + TLS dial used by both the
 //! enrollment request and the link.
 //!
-//! rustls with the *ring* provider only. One [`ClientConfig`] is built per
+//! rustls with the *ring* provider only. What the gateway's certificate is
+//! checked against ([`Trust`]: the `ca_file` roots and the decoded pins) is
+//! parsed once, when the config loads; [`client_config`] builds from it
+//! without touching the file system. One [`ClientConfig`] is built per
 //! process and shared: its in-memory session cache is what lets a reconnect
 //! resume the TLS session (one round trip, no certificate chain, no key
 //! exchange signature) — cheap on the radio and the CPU, which matters for a
@@ -11,33 +14,45 @@
 //! rustls' WebPKI verifier first, then the SHA-256 of the leaf certificate's
 //! SubjectPublicKeyInfo must be one of the pins. Pinning the key rather than
 //! the certificate survives renewals that keep the key, and a stolen CA (or a
-//! mis-issued certificate) cannot pass it. The SPKI is cut out of the DER by
-//! [`spki_of`], a minimal walk over the certificate's outer structure: no
-//! X.509 parser is needed for one field at a fixed position.
+//! mis-issued certificate) cannot pass it. The SPKI comes from rustls-webpki,
+//! the X.509 parser rustls verifies the chain with.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{ConfigError, Endpoint};
+use crate::endpoint::Endpoint;
 
-/// Errors building the TLS client or dialing.
+/// Errors reading what the gateway's certificate is checked against
+/// (`ca_file`, `pin_spki_sha256`): config errors, found at load time.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The CA file could not be used.
-    #[error(transparent)]
-    Ca(#[from] ConfigError),
+pub enum TrustError {
+    /// `ca_file` cannot be read (or is not PEM).
+    #[error("cannot read ca_file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `ca_file` holds no PEM certificate.
+    #[error("ca_file {path} contains no PEM certificate")]
+    CaFileEmpty {
+        /// The file.
+        path: PathBuf,
+    },
     /// A CA certificate was rejected by rustls.
     #[error("ca_file {path}: unusable certificate: {source}")]
     BadCert {
@@ -47,6 +62,14 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    /// A `pin_spki_sha256` value is not the base64 of 32 bytes.
+    #[error("invalid config: pin_spki_sha256 {0:?} is not the base64 of a SHA-256 hash (32 bytes)")]
+    Pin(String),
+}
+
+/// Errors building the TLS client or dialing.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
     /// rustls refused the configuration (protocol versions).
     #[error("TLS configuration: {0}")]
     Config(#[source] rustls::Error),
@@ -64,7 +87,7 @@ pub enum TlsError {
     },
     /// The certificate verifier could not be built from the roots.
     #[error("TLS verifier: {0}")]
-    Verifier(String),
+    Verifier(#[source] VerifierBuilderError),
     /// TLS handshake failed (certificate, protocol, reset).
     #[error("TLS handshake with {addr}: {source}")]
     Handshake {
@@ -76,57 +99,72 @@ pub enum TlsError {
     },
 }
 
+/// What the gateway's certificate is checked against: the roots (`ca_file`'s
+/// certificates, or the built-in web roots) and the public-key pins.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    roots: Arc<RootCertStore>,
+    pins: Vec<[u8; 32]>,
+}
+
+impl Trust {
+    /// Reads and parses `ca_file` (every PEM certificate in it; none is an
+    /// error) if given, else takes the built-in web roots, and decodes `pins`.
+    pub fn load(ca_file: Option<&Path>, pins: &[String]) -> Result<Self, TrustError> {
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                for cert in read_ca(path)? {
+                    roots.add(cert).map_err(|source| TrustError::BadCert {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        Ok(Trust {
+            roots: Arc::new(roots),
+            pins: parse_pins(pins)?,
+        })
+    }
+}
+
 /// Reads every PEM certificate of a CA file; errors if there is none.
-pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let file = std::fs::File::open(path).map_err(|source| ConfigError::CaFile {
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let io = |source| TrustError::CaFile {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<_, _>>()
-        .map_err(|source| ConfigError::CaFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(io)?;
     if certs.is_empty() {
-        return Err(ConfigError::CaFileEmpty {
+        return Err(TrustError::CaFileEmpty {
             path: path.to_path_buf(),
         });
     }
     Ok(certs)
 }
 
-/// Builds the process-wide client config: ring provider, `ca_file` roots if
-/// given (else the built-in web roots), the leaf key checked against `pins`
-/// when there are any, TLS session resumption on (rustls' default in-memory
-/// cache).
-pub fn client_config(
-    ca_file: Option<&Path>,
-    pins: &[String],
-) -> Result<Arc<ClientConfig>, TlsError> {
-    let pins = parse_pins(pins)?;
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in load_ca(path)? {
-                roots.add(cert).map_err(|source| TlsError::BadCert {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+/// Builds the process-wide client config from `trust`: ring provider, the
+/// leaf key checked against the pins when there are any, TLS session
+/// resumption on (rustls' default in-memory cache).
+pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?;
-    let config = if pins.is_empty() {
-        builder.with_root_certificates(roots).with_no_client_auth()
+    let config = if trust.pins.is_empty() {
+        builder
+            .with_root_certificates(trust.roots.clone())
+            .with_no_client_auth()
     } else {
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        let inner = WebPkiServerVerifier::builder_with_provider(trust.roots.clone(), provider)
             .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            .map_err(TlsError::Verifier)?;
+        let pins = trust.pins.clone();
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedVerifier { inner, pins }))
@@ -138,85 +176,36 @@ pub fn client_config(
 }
 
 /// Decodes `pin_spki_sha256` values: standard base64 of 32 bytes each.
-pub fn parse_pins(pins: &[String]) -> Result<Vec<[u8; 32]>, ConfigError> {
+fn parse_pins(pins: &[String]) -> Result<Vec<[u8; 32]>, TrustError> {
     pins.iter()
         .map(|p| {
             base64::engine::general_purpose::STANDARD
                 .decode(p.trim())
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "pin_spki_sha256 {p:?} is not the base64 of a SHA-256 hash (32 bytes)"
-                    ))
-                })
+                .ok_or_else(|| TrustError::Pin(p.clone()))
         })
         .collect()
 }
 
-/// One DER element: (tag, the whole element, its contents, what follows it).
-type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
-
-/// Splits the first DER element off `der`. Only what certificates use: a
-/// one-byte tag, definite lengths of up to four bytes.
-fn tlv(der: &[u8]) -> Option<Tlv<'_>> {
-    let (&tag, rest) = der.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let header = der.len() - rest.len();
-    Some((tag, &der[..header + len], &rest[..len], &rest[len..]))
+/// The SubjectPublicKeyInfo (whole DER element, outer SEQUENCE included) of
+/// an X.509 certificate; `None` if it does not parse.
+fn spki_of(cert: &CertificateDer<'_>) -> Option<SubjectPublicKeyInfoDer<'static>> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    Some(cert.subject_public_key_info())
 }
 
-/// The SubjectPublicKeyInfo (whole DER element) of an X.509 certificate:
-/// Certificate = SEQUENCE { tbsCertificate = SEQUENCE { [0] version
-/// (optional), serialNumber, signature, issuer, validity, subject,
-/// subjectPublicKeyInfo, ... }, ... }.
-pub fn spki_of(cert_der: &[u8]) -> Option<&[u8]> {
-    const SEQUENCE: u8 = 0x30;
-    const VERSION: u8 = 0xa0;
-    let (tag, _, cert, _) = tlv(cert_der)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (tag, _, tbs, _) = tlv(cert)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let mut rest = tbs;
-    let (tag, _, _, after) = tlv(rest)?;
-    if tag == VERSION {
-        rest = after;
-    }
-    // serialNumber, signature, issuer, validity, subject: skip five.
-    for _ in 0..5 {
-        rest = tlv(rest)?.3;
-    }
-    let (tag, spki, _, _) = tlv(rest)?;
-    (tag == SEQUENCE).then_some(spki)
+/// SHA-256 of a certificate's SubjectPublicKeyInfo.
+fn spki_sha256(cert: &CertificateDer<'_>) -> Option<ring::digest::Digest> {
+    let spki = spki_of(cert)?;
+    Some(ring::digest::digest(&ring::digest::SHA256, spki.as_ref()))
 }
 
 /// The pin of a certificate: base64 SHA-256 of its SubjectPublicKeyInfo (the
 /// value `pin_spki_sha256` takes; `openssl x509 -pubkey | openssl pkey
 /// -pubin -outform der | openssl dgst -sha256 -binary | base64` prints the same).
 pub fn spki_sha256_base64(cert_der: &[u8]) -> Option<String> {
-    let digest = ring::digest::digest(&ring::digest::SHA256, spki_of(cert_der)?);
+    let digest = spki_sha256(&CertificateDer::from(cert_der))?;
     Some(base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
 }
 
@@ -256,10 +245,9 @@ impl ServerCertVerifier for PinnedVerifier {
             ocsp_response,
             now,
         )?;
-        let spki = spki_of(end_entity.as_ref()).ok_or(rustls::Error::InvalidCertificate(
+        let digest = spki_sha256(end_entity).ok_or(rustls::Error::InvalidCertificate(
             CertificateError::BadEncoding,
         ))?;
-        let digest = ring::digest::digest(&ring::digest::SHA256, spki);
         if self.pins.iter().any(|p| p[..] == *digest.as_ref()) {
             return Ok(verified);
         }
@@ -365,7 +353,8 @@ mod tests {
     fn spki_is_cut_out_of_the_certificate() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_, leaf, spki) = server_with_leaf(dir.path());
-        assert_eq!(spki_of(&leaf), Some(&spki[..]));
+        let spki_of = |der: &[u8]| spki_of(&CertificateDer::from(der)).map(|s| s.to_vec());
+        assert_eq!(spki_of(&leaf), Some(spki));
         let pin = spki_sha256_base64(&leaf).expect("pin");
         assert_eq!(parse_pins(&[pin]).expect("pin parses").len(), 1);
         // Every truncation and a wrong outer tag are refused, never a panic.
@@ -389,6 +378,27 @@ mod tests {
         assert!(parse_pins(&[]).expect("none").is_empty());
     }
 
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let e = Trust::load(Some(&missing), &[]).expect_err("missing");
+        assert!(matches!(e, TrustError::CaFile { .. }), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let e = Trust::load(Some(&empty), &[]).expect_err("empty");
+        assert!(matches!(e, TrustError::CaFileEmpty { .. }), "{e}");
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let e = Trust::load(Some(&bad), &[]).expect_err("bad");
+        assert!(matches!(e, TrustError::BadCert { .. }), "{e}");
+        assert!(Trust::load(None, &[]).expect("web roots").pins.is_empty());
+    }
+
     /// One handshake against a fresh server; the dial's error text on failure.
     async fn handshake(pins: impl FnOnce(&[u8]) -> Vec<String>) -> Result<(), String> {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -402,8 +412,8 @@ mod tests {
             let (tcp, _) = listener.accept().await.expect("accept");
             let _ = acceptor.accept(tcp).await;
         });
-        let config =
-            client_config(Some(&dir.path().join("ca.pem")), &pins(&leaf)).expect("client config");
+        let trust = Trust::load(Some(&dir.path().join("ca.pem")), &pins(&leaf)).expect("trust");
+        let config = client_config(&trust).expect("client config");
         let r = dial(&config, &ep)
             .await
             .map(|_| ())
@@ -441,7 +451,8 @@ mod tests {
                 s.flush().await.expect("flush");
             }
         });
-        let config = client_config(Some(&dir.path().join("ca.pem")), &[]).expect("client config");
+        let trust = Trust::load(Some(&dir.path().join("ca.pem")), &[]).expect("trust");
+        let config = client_config(&trust).expect("client config");
         let mut kinds = Vec::new();
         for _ in 0..2 {
             let mut s = dial(&config, &ep).await.expect("dial");
