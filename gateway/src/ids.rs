@@ -2,13 +2,14 @@
 //!
 //! Owns how ids, tokens and keys look (URL-safe base64 without padding of
 //! `ring::rand::SystemRandom` bytes) and how secrets are hashed (SHA-256), so the
-//! rest of the crate never touches raw randomness or digests.
+//! rest of the crate never touches raw randomness or digests. A leaf.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::store::SecretHash;
+/// SHA-256 digest of a secret (device secret, app key). Secrets are never stored.
+pub type SecretHash = [u8; 32];
 
 /// Bytes of randomness in a message id, device id or session id (128 bits).
 pub const ID_BYTES: usize = 16;

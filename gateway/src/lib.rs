@@ -10,18 +10,22 @@
 //!
 //! The wire contract is `docs/contracts.md` ("Gateway").
 
+mod accept;
 pub mod admin;
 pub mod api;
 pub mod config;
 pub mod ids;
 pub mod link;
 pub mod registry;
+mod state;
 pub mod store;
 pub mod store_redb;
 #[cfg(test)]
 mod store_tests;
 pub mod tls;
-pub mod tokens;
+
+/// The token endpoints, at their old path (`syspush_gateway::tokens`).
+pub use api::tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +39,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub use config::Config;
 use registry::{MemoryRegistry, Registry};
-use store::{SharedStore, Store, StoreError};
+use state::{Shared, stopping};
+use store::{SharedStore, StoreError};
 use store_redb::RedbStore;
 
 /// At shutdown, in-flight requests get this long to finish.
@@ -62,42 +67,6 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// State shared by every request handler and device session.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) store: SharedStore,
-    pub(crate) registry: Arc<dyn Registry>,
-    /// Flips to `true` when the gateway stops.
-    pub(crate) shutdown: watch::Receiver<bool>,
-    /// Every task that may touch the store holds a clone; [`Gateway::shutdown`]
-    /// waits until all are gone, so the store is closed when it returns.
-    pub(crate) alive: mpsc::Sender<()>,
-    /// device_id -> unix ms of the last frame from it (for the token status;
-    /// in memory: "last seen" before a restart is not worth an fsync per frame).
-    pub(crate) last_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-}
-
-impl Shared {
-    /// Runs a store call on the blocking pool, keeping the gateway "alive" until
-    /// it finishes even if the caller is cancelled.
-    pub(crate) async fn store<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        let alive = self.alive.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = f(store.as_ref());
-            // Drop the store before the liveness token (see `alive`).
-            drop(store);
-            drop(alive);
-            out
-        })
-        .await?
-    }
 }
 
 /// A running gateway.
@@ -142,14 +111,7 @@ impl Gateway {
         })?;
         let (stop, shutdown) = watch::channel(false);
         let (alive, stopped) = mpsc::channel(1);
-        let shared = Arc::new(Shared {
-            config,
-            store,
-            registry,
-            shutdown,
-            alive,
-            last_seen: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(config, store, registry, shutdown, alive));
         tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), shared));
         tracing::info!(%local_addr, "gateway listening");
         Ok(Gateway {
@@ -172,12 +134,6 @@ impl Gateway {
         let _ = self.stopped.recv().await;
         tracing::info!("gateway stopped");
     }
-}
-
-/// Resolves once the gateway is stopping (or its `Gateway` handle was dropped).
-pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send; drop it here.
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {

@@ -2,9 +2,10 @@
 //!
 //! Owns the data model — devices and their credential hashes, apps with their
 //! API-key hashes and allowed classes, tokens, and the per-device message queue —
-//! but no storage engine: [`crate::store_redb`] is the embedded implementation.
-//! A clustered backend (Redis, NATS JetStream) implements the same trait without
-//! touching the protocol or the HTTP API.
+//! but no storage engine: implementations live next to it (redb for a single
+//! process, see the crate docs), and a clustered backend (Redis, NATS
+//! JetStream) implements the same trait without touching the protocol or the
+//! HTTP API. This module depends on none of them.
 //!
 //! Every method is synchronous and may block on disk I/O (a commit is an fsync);
 //! async callers run them on tokio's blocking pool so runtime threads never stall.
@@ -13,8 +14,7 @@ use std::sync::Arc;
 
 use syspush_proto::common::Notification;
 
-/// SHA-256 digest of a secret (device secret, app key). Secrets are never stored.
-pub type SecretHash = [u8; 32];
+pub use crate::ids::SecretHash;
 
 /// Errors of a store backend.
 #[derive(Debug, thiserror::Error)]

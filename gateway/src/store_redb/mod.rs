@@ -5,41 +5,28 @@
 //! is what lets the HTTP API answer 200 only for messages that survive a crash.
 //! Records that need more than one field are JSON; notifications are stored as
 //! their protobuf encoding so the link can send them without re-encoding rules.
+//!
+//! The table layout and record decoding are in `tables`, the diagnostic
+//! counters and pending revocations in `stats`; this file is the queue and
+//! the token lifecycle.
 
 use std::path::Path;
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use syspush_proto::common::Notification;
 
 use crate::store::{
     AppRecord, Batch, Enqueued, SecretHash, Store, StoreError, TokenRecord, TokenState, is_expired,
 };
 
-/// device_id -> SHA-256 of the device secret.
-const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
-/// app_id -> JSON [`AppRecord`].
-const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
-/// SHA-256 of an API key -> app_id.
-const APP_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("app_keys");
-/// token -> JSON [`TokenRecord`]. Revoked tokens stay so a send can tell "revoked".
-const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
-/// (device_id, app_id) -> the live token.
-const LIVE_TOKENS: TableDefinition<(&str, &str), &str> = TableDefinition::new("live_tokens");
-/// (device_id, seq) -> protobuf `Notification`.
-const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
-/// device_id -> highest seq assigned.
-const LAST_SEQ: TableDefinition<&str, u64> = TableDefinition::new("last_seq");
-/// (device_id, app_id, collapse_key) -> seq of the latest message with that key.
-/// Entries may point at already-acked seqs; removing a missing seq is harmless
-/// and seqs are never reused.
-const COLLAPSE: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("collapse");
-/// (app_id, UTC day number) -> operational messages accepted that day.
-/// (app id, device id, UTC day) -> operational messages accepted.
-const QUOTA: TableDefinition<(&str, &str, u64), u64> = TableDefinition::new("quota_app_device");
-
 mod stats;
-use stats::{DROPS, REVOCATIONS};
+mod tables;
+
+use tables::{
+    APP_KEYS, APPS, COLLAPSE, DEVICES, DROPS, LAST_SEQ, LIVE_TOKENS, QUEUE, QUOTA, REVOCATIONS,
+    TOKENS, corrupt, decode_hash, decode_notification,
+};
 
 /// The redb-backed store.
 pub struct RedbStore {
@@ -50,48 +37,6 @@ impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore").finish_non_exhaustive()
     }
-}
-
-macro_rules! engine_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Engine(Box::new(redb::Error::from(e)))
-            }
-        }
-    )*};
-}
-engine_errors!(
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError
-);
-
-impl From<redb::DatabaseError> for StoreError {
-    fn from(e: redb::DatabaseError) -> Self {
-        match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
-            other => StoreError::Engine(Box::new(redb::Error::from(other))),
-        }
-    }
-}
-
-fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        detail: detail.to_string(),
-    }
-}
-
-fn decode_hash(table: &'static str, bytes: &[u8]) -> Result<SecretHash, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| corrupt(table, format!("hash of {} bytes", bytes.len())))
-}
-
-fn decode_notification(bytes: &[u8]) -> Result<Notification, StoreError> {
-    Notification::decode(bytes).map_err(|e| corrupt("queue", e))
 }
 
 impl RedbStore {
@@ -460,15 +405,15 @@ impl Store for RedbStore {
         reason: &str,
         n: u64,
     ) -> Result<(), StoreError> {
-        self.count_drop_impl(device_id, app_id, reason, n)
+        stats::count_drop(&self.db, device_id, app_id, reason, n)
     }
 
     fn drops(&self, device_id: &str, app_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        self.drops_impl(device_id, app_id)
+        stats::drops(&self.db, device_id, app_id)
     }
 
     fn pending_for(&self, device_id: &str, app_id: &str) -> Result<u64, StoreError> {
-        self.pending_for_impl(device_id, app_id)
+        stats::pending_for(&self.db, device_id, app_id)
     }
 
     fn quota_used(&self, app_id: &str, device_id: &str, day: u64) -> Result<u64, StoreError> {
@@ -487,15 +432,15 @@ impl Store for RedbStore {
         token: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.add_revocation_impl(device_id, app_id, token, reason)
+        stats::add_revocation(&self.db, device_id, app_id, token, reason)
     }
 
     fn revocations(&self, device_id: &str) -> Result<Vec<(String, String, String)>, StoreError> {
-        self.revocations_impl(device_id)
+        stats::revocations(&self.db, device_id)
     }
 
     fn clear_revocation(&self, device_id: &str, token: &str) -> Result<(), StoreError> {
-        self.clear_revocation_impl(device_id, token)
+        stats::clear_revocation(&self.db, device_id, token)
     }
 
     fn queue_len(&self, device_id: &str) -> Result<usize, StoreError> {

@@ -1,10 +1,13 @@
-//! The device link: one WebSocket session per connected device (`GET /v1/device`).
+//! The protocol session of one device link: everything between the socket
+//! (`transport`) and the store.
 //!
-//! Owns the gateway side of the device protocol (contracts.md, "Device link"):
-//! hello and authentication, claiming the device in the [`Registry`](crate::registry::Registry), replaying
-//! the queue after the device's `last_committed_seq`, delivering new messages
-//! when poked, cumulative acks, register/unregister, ping, idle holding, and
-//! closing with `GoAway` when replaced or shutting down.
+//! Owns hello and authentication, claiming the device in the
+//! [`Registry`](crate::registry::Registry) (which gives the session its poke
+//! channel and its "replaced" signal), resuming after the device's
+//! `last_committed_seq`, delivering new messages when poked, cumulative acks,
+//! ping, idle holding, and closing with `GoAway` when replaced or shutting
+//! down. The device's requests (register, token status, ...) are answered in
+//! `requests`.
 //!
 //! Delivery is ack-gated: at most [`WINDOW`] messages are in flight unacked, and
 //! the queue is read [`WINDOW`] entries at a time, so a device with a huge
@@ -15,75 +18,22 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::{IntoResponse, Response};
+use syspush_proto::PROTOCOL_VERSION;
 use syspush_proto::device::{self, ErrorCode, Frame, frame::Body};
-use syspush_proto::{CodecError, MAX_FRAME_LEN, PROTOCOL_VERSION, device_codec};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::Shared;
-use crate::ids::{self, RandomError};
+use super::error::LinkError;
+use super::requests;
+use super::transport::Transport;
+use crate::ids;
 use crate::registry::{Claim, ConnHandle, POKE_CAPACITY, Poke};
-use crate::store::StoreError;
-
-mod requests;
+use crate::state::{Shared, stopping};
 
 /// The device must send its `ClientHello` within this time.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most unacked `Deliver`s in flight, and the replay batch size.
 pub const WINDOW: usize = 256;
-/// A frame that cannot be written within this time ends the session.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// WebSocket message cap: a little above the frame cap so an oversized frame
-/// still reaches our codec and gets a proper `ERROR_BAD_FRAME`.
-const WS_MAX_MESSAGE: usize = MAX_FRAME_LEN + 4096;
-
-/// Why a session ended abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    /// The WebSocket failed (I/O, protocol, size cap).
-    #[error("websocket: {0}")]
-    Ws(#[source] axum::Error),
-    /// The peer did not take a frame within [`WRITE_TIMEOUT`].
-    #[error("write timed out")]
-    WriteTimeout,
-    /// A frame did not decode.
-    #[error("bad frame: {0}")]
-    BadFrame(#[source] CodecError),
-    /// A frame that the device must not send, or a text message.
-    #[error("unexpected {0} from the device")]
-    Unexpected(&'static str),
-    /// A frame we built does not encode (cannot happen within the API's limits).
-    #[error("cannot encode frame: {0}")]
-    Encode(#[source] CodecError),
-    /// The store failed.
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    /// The RNG failed.
-    #[error(transparent)]
-    Random(#[from] RandomError),
-}
-
-/// `GET /v1/device`: upgrades to the device link.
-pub(crate) async fn upgrade(
-    State(shared): State<Arc<Shared>>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    match ws {
-        Ok(ws) => ws
-            .max_message_size(WS_MAX_MESSAGE)
-            .max_frame_size(WS_MAX_MESSAGE)
-            .on_upgrade(move |socket| run(shared, socket)),
-        Err(rejection) => {
-            let body =
-                serde_json::json!({ "error": format!("websocket upgrade required: {rejection}") });
-            (rejection.status(), axum::Json(body)).into_response()
-        }
-    }
-}
 
 /// How the session loop should go on after handling one input.
 enum Next {
@@ -91,12 +41,8 @@ enum Next {
     Stop,
 }
 
-async fn run(shared: Arc<Shared>, socket: WebSocket) {
-    let mut link = Link {
-        socket,
-        shared,
-        device_id: String::new(),
-    };
+/// Runs one session on an upgraded connection, from the hello to the close.
+pub(super) async fn run(shared: Arc<Shared>, mut link: Transport) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, link.read_frame()).await {
         Err(_) => {
             tracing::debug!("no ClientHello in time");
@@ -123,7 +69,7 @@ async fn run(shared: Arc<Shared>, socket: WebSocket) {
             .await;
         return link.close().await;
     }
-    match authenticate(&link.shared, &hello).await {
+    match authenticate(&shared, &hello).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(device_id = %hello.device_id, "device authentication failed");
@@ -138,7 +84,7 @@ async fn run(shared: Arc<Shared>, socket: WebSocket) {
 
     // Claim the device before reading its queue: a send committed before the
     // claim is found by the replay below, one committed after it pokes us.
-    let registry = Arc::clone(&link.shared.registry);
+    let registry = Arc::clone(&shared.registry);
     let (pokes_tx, pokes) = mpsc::channel(POKE_CAPACITY);
     let replaced = Arc::new(Notify::new());
     let generation = registry.next_generation();
@@ -154,6 +100,7 @@ async fn run(shared: Arc<Shared>, socket: WebSocket) {
     tracing::info!(device_id = %link.device_id, generation, idle = hello.idle, "device connected");
     let mut session = Session {
         link,
+        shared,
         pokes,
         replaced,
         idle: hello.idle,
@@ -172,107 +119,6 @@ async fn run(shared: Arc<Shared>, socket: WebSocket) {
     }
 }
 
-/// The socket plus what every phase of a session needs.
-struct Link {
-    socket: WebSocket,
-    shared: Arc<Shared>,
-    device_id: String,
-}
-
-impl Link {
-    /// Next protocol frame; `None` when the peer closed. WebSocket pings are
-    /// answered by the library and skipped here.
-    async fn read_frame(&mut self) -> Result<Option<Frame>, LinkError> {
-        loop {
-            match self.socket.recv().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
-                Some(Err(error)) => return Err(LinkError::Ws(error)),
-                Some(Ok(Message::Binary(bytes))) => {
-                    return device_codec::decode(&bytes)
-                        .map(Some)
-                        .map_err(LinkError::BadFrame);
-                }
-                Some(Ok(Message::Text(_))) => return Err(LinkError::Unexpected("a text message")),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            }
-        }
-    }
-
-    async fn send(&mut self, body: Body) -> Result<(), LinkError> {
-        let bytes = device_codec::encode(&device_codec::frame(body)).map_err(LinkError::Encode)?;
-        // A peer that stops reading must not pin this task (and shutdown) forever.
-        match tokio::time::timeout(
-            WRITE_TIMEOUT,
-            self.socket.send(Message::Binary(bytes.into())),
-        )
-        .await
-        {
-            Ok(sent) => sent.map_err(LinkError::Ws),
-            Err(_) => Err(LinkError::WriteTimeout),
-        }
-    }
-
-    async fn send_error(
-        &mut self,
-        code: ErrorCode,
-        message: &str,
-        request_id: u64,
-    ) -> Result<(), LinkError> {
-        let body = Body::Error(device::Error {
-            code: code as i32,
-            message: message.to_owned(),
-            request_id,
-        });
-        self.send(body).await
-    }
-
-    async fn go_away(&mut self, reason: &str) -> Result<(), LinkError> {
-        self.send(Body::Goaway(device::GoAway {
-            reason: reason.to_owned(),
-            retry_after_s: 0,
-        }))
-        .await
-    }
-
-    /// Best-effort close handshake; the connection is dropped afterwards anyway.
-    async fn close(mut self) {
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(None))).await;
-    }
-
-    /// Ends a session that failed: tells the device why when the protocol says
-    /// so, logs, closes.
-    async fn fail(mut self, error: LinkError) {
-        match &error {
-            LinkError::BadFrame(_) | LinkError::Unexpected(_) => {
-                tracing::info!(device_id = %self.device_id, %error, "closing link: bad frame");
-                let _ = self
-                    .send_error(ErrorCode::ErrorBadFrame, &error.to_string(), 0)
-                    .await;
-            }
-            LinkError::WriteTimeout => {
-                tracing::info!(device_id = %self.device_id, "closing link: the device stopped reading");
-                return;
-            }
-            LinkError::Ws(_) => {
-                // Usually the connection is gone and this send fails silently;
-                // when the peer exceeded the WebSocket size cap it is still up
-                // and deserves the protocol's answer.
-                tracing::debug!(device_id = %self.device_id, %error, "link dropped");
-                let _ = self
-                    .send_error(ErrorCode::ErrorBadFrame, &error.to_string(), 0)
-                    .await;
-            }
-            LinkError::Store(_) | LinkError::Random(_) | LinkError::Encode(_) => {
-                tracing::error!(device_id = %self.device_id, %error, "closing link: internal error");
-                let _ = self
-                    .send_error(ErrorCode::ErrorInternal, "internal error", 0)
-                    .await;
-            }
-        }
-        self.close().await
-    }
-}
-
 /// Checks the hello's credentials against the stored secret hash.
 async fn authenticate(shared: &Shared, hello: &device::ClientHello) -> Result<bool, LinkError> {
     if hello.device_id.is_empty() || hello.secret.is_empty() {
@@ -287,7 +133,8 @@ async fn authenticate(shared: &Shared, hello: &device::ClientHello) -> Result<bo
 
 /// A claimed, authenticated session: delivery state and the main loop.
 struct Session {
-    link: Link,
+    link: Transport,
+    shared: Arc<Shared>,
     pokes: mpsc::Receiver<Poke>,
     replaced: Arc<Notify>,
     /// The device said it is idle: normal-priority messages wait for its next
@@ -310,7 +157,7 @@ struct Session {
 
 impl Session {
     async fn serve(&mut self, last_committed_seq: u64) -> Result<(), LinkError> {
-        let shared = Arc::clone(&self.link.shared);
+        let shared = Arc::clone(&self.shared);
         let device_id = self.link.device_id.clone();
         let hello = device::ServerHello {
             session_id: ids::new_id()?,
@@ -336,7 +183,7 @@ impl Session {
         // Right after hello the radio is awake: replay regardless of idle.
         self.flush().await?;
         // Revocations the device missed while offline.
-        self.send_revocations().await?;
+        requests::send_revocations(&mut self.link, &self.shared).await?;
 
         // A silent peer (NAT dropped the mapping) is given up after this long.
         let max_silence =
@@ -351,13 +198,13 @@ impl Session {
                     self.link.go_away("replaced").await?;
                     return Ok(());
                 }
-                () = crate::stopping(&mut shutdown) => {
+                () = stopping(&mut shutdown) => {
                     self.link.go_away("shutdown").await?;
                     return Ok(());
                 }
                 frame = self.link.read_frame() => {
                     deadline = Instant::now() + max_silence;
-                    self.seen();
+                    self.shared.saw(&self.link.device_id);
                     let Some(frame) = frame? else {
                         tracing::info!(device_id, "device disconnected");
                         return Ok(());
@@ -411,10 +258,16 @@ impl Session {
                     self.flush().await?;
                 }
             }
-            Body::Register(req) => self.on_register(req).await?,
-            Body::TokenStatusRequest(req) => self.on_token_status(req).await?,
-            Body::TestPushRequest(req) => self.on_test_push(req).await?,
-            Body::Unregister(req) => self.on_unregister(req).await?,
+            Body::Register(req) => requests::register(&mut self.link, &self.shared, req).await?,
+            Body::TokenStatusRequest(req) => {
+                requests::token_status(&mut self.link, &self.shared, req).await?
+            }
+            Body::TestPushRequest(req) => {
+                requests::test_push(&mut self.link, &self.shared, req).await?
+            }
+            Body::Unregister(req) => {
+                requests::unregister(&mut self.link, &self.shared, req).await?
+            }
             Body::Pong(_) => {}
             Body::Error(error) => {
                 tracing::warn!(device_id = %self.link.device_id, code = error.code, message = %error.message, "device reported an error");
@@ -445,7 +298,6 @@ impl Session {
                     self.held = true;
                     if self.hold_until.is_none() {
                         self.hold_until = self
-                            .link
                             .shared
                             .config
                             .idle_max_hold_s
@@ -459,7 +311,10 @@ impl Session {
                 app_id,
                 token,
                 reason,
-            } => self.send_revocation(app_id, token, reason).await?,
+            } => {
+                requests::send_revocation(&mut self.link, &self.shared, app_id, token, reason)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -472,7 +327,7 @@ impl Session {
             return Ok(());
         }
         let id = self.link.device_id.clone();
-        self.link.shared.store(move |s| s.ack(&id, seq)).await?;
+        self.shared.store(move |s| s.ack(&id, seq)).await?;
         self.acked = seq;
         while self.in_flight.front().is_some_and(|s| *s <= seq) {
             self.in_flight.pop_front();
@@ -493,7 +348,6 @@ impl Session {
             let room = WINDOW - self.in_flight.len();
             let (id, after) = (self.link.device_id.clone(), self.cursor);
             let batch = self
-                .link
                 .shared
                 .store(move |s| s.read_after(&id, after, room, ids::now_ms()))
                 .await?;
@@ -512,67 +366,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    async fn on_register(&mut self, req: device::Register) -> Result<(), LinkError> {
-        let (device_id, app_id) = (self.link.device_id.clone(), req.app_id.clone());
-        let candidate = ids::new_secret()?;
-        let result = self
-            .link
-            .shared
-            .store(move |s| match s.app(&app_id)? {
-                None => Ok(None),
-                Some(_) => s.register_token(&device_id, &app_id, &candidate).map(Some),
-            })
-            .await;
-        match result {
-            Ok(Some(token)) => {
-                tracing::info!(device_id = %self.link.device_id, app_id = %req.app_id, "registered");
-                let reply = device::Registered {
-                    request_id: req.request_id,
-                    app_id: req.app_id,
-                    token,
-                };
-                self.link.send(Body::Registered(reply)).await
-            }
-            Ok(None) => {
-                let msg = format!("unknown app {:?}", req.app_id);
-                self.link
-                    .send_error(ErrorCode::ErrorBadRequest, &msg, req.request_id)
-                    .await
-            }
-            Err(error) => {
-                tracing::error!(device_id = %self.link.device_id, %error, "register failed");
-                self.link
-                    .send_error(ErrorCode::ErrorInternal, "internal error", req.request_id)
-                    .await
-            }
-        }
-    }
-
-    async fn on_unregister(&mut self, req: device::Unregister) -> Result<(), LinkError> {
-        let (device_id, app_id) = (self.link.device_id.clone(), req.app_id.clone());
-        match self
-            .link
-            .shared
-            .store(move |s| s.revoke_token(&device_id, &app_id))
-            .await
-        {
-            Ok(revoked) => {
-                tracing::info!(device_id = %self.link.device_id, app_id = %req.app_id, had_token = revoked.is_some(), "unregistered");
-                let reply = device::Unregistered {
-                    request_id: req.request_id,
-                    app_id: req.app_id,
-                };
-                self.link.send(Body::Unregistered(reply)).await
-            }
-            Err(error) => {
-                tracing::error!(device_id = %self.link.device_id, %error, "unregister failed");
-                self.link
-                    .send_error(ErrorCode::ErrorInternal, "internal error", req.request_id)
-                    .await
-            }
-        }
     }
 }
 

@@ -4,26 +4,31 @@
 //! it, how much of today's operational quota is left, and how many messages
 //! were dropped for which reason (expired, collapsed, quota, revoked).
 //!
-//! Also the reason parsing of `DELETE /v1/tokens/{token}`.
+//! And `DELETE /v1/tokens/{token}` (app key): the app server's forced
+//! logout, told to the device now if it is connected, else at its next hello.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::Shared;
-use crate::api::{ApiError, authenticate_app};
+use super::auth::{authenticate_app, live_token};
+use super::error::ApiError;
+use super::limits::body;
 use crate::ids;
+use crate::registry::Poke;
+use crate::state::Shared;
 use crate::store::{DROP_REASONS, TokenState};
 
 /// Reason sent to the device when the app server gives none.
 pub const DEFAULT_REVOKE_REASON: &str = "revoked by the app server";
 
 /// The optional JSON body of a revocation: `{"reason": "..."}`.
-pub(crate) fn revoke_reason(raw: &[u8]) -> Result<String, ApiError> {
+fn revoke_reason(raw: &[u8]) -> Result<String, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
@@ -39,8 +44,47 @@ pub(crate) fn revoke_reason(raw: &[u8]) -> Result<String, ApiError> {
         .unwrap_or_else(|| DEFAULT_REVOKE_REASON.to_owned()))
 }
 
+/// `DELETE /v1/tokens/{token}`: the app server revokes a token (forced
+/// logout). Sends to it answer 404 from now on, its queued messages are
+/// dropped, and a connected device is told with `TokenRevoked`.
+pub(super) async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    token: Result<Path<String>, PathRejection>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let app = authenticate_app(&shared, &headers).await?;
+    let Path(token) = token.map_err(|e| ApiError::BadRequest(format!("bad token in path: {e}")))?;
+    let reason = revoke_reason(&body(raw)?)?;
+    live_token(&shared, &app, token.clone()).await?;
+    let t = token.clone();
+    let Some(record) = shared.store(move |s| s.revoke_exact(&t)).await? else {
+        // Revoked concurrently (e.g. the device unregistered).
+        return Err(ApiError::NotFound("unknown token".into()));
+    };
+    // Remembered until the device is told (now if connected, else at its
+    // next hello), so a device that is offline now still learns it.
+    let (d, a, t, r) = (
+        record.device_id.clone(),
+        record.app_id.clone(),
+        token.clone(),
+        reason.clone(),
+    );
+    shared
+        .store(move |s| s.add_revocation(&d, &a, &t, &r))
+        .await?;
+    let poke = Poke::TokenRevoked {
+        app_id: record.app_id.clone(),
+        token,
+        reason,
+    };
+    let online = shared.registry.poke(&record.device_id, poke);
+    tracing::info!(device_id = %record.device_id, app_id = %record.app_id, online, "token revoked by the app server");
+    Ok(axum::Json(json!({ "revoked": true })).into_response())
+}
+
 /// `GET /v1/tokens/{token}`. 404 for an unknown token or another app's.
-pub(crate) async fn status(
+pub(super) async fn status(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
@@ -74,12 +118,7 @@ pub(crate) async fn status(
         by_reason.insert(reason, json!(n));
     }
     let limit = shared.config.operational_daily_quota;
-    let last_seen_ms = shared
-        .last_seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&record.device_id)
-        .copied();
+    let last_seen_ms = shared.last_seen(&record.device_id);
     Ok(axum::Json(json!({
         "token": token,
         "app_id": record.app_id,
