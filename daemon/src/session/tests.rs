@@ -564,3 +564,22 @@ fn idle_is_told_at_once_and_in_every_hello() {
     );
     assert!(!s.idle());
 }
+
+#[test]
+fn the_driver_is_told_to_drop_the_transport_once_per_close() {
+    let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
+    connect(&mut s, Duration::ZERO);
+    assert_eq!(s.poll_driver_event(), None, "a live session needs nothing");
+    s.transport_failed(S, lost());
+    assert_eq!(s.poll_driver_event(), Some(DriverEvent::Disconnect));
+    assert_eq!(s.poll_driver_event(), None);
+    // Application events are a separate queue: the close is there too.
+    assert!(closed_redial(&events(&mut s)).is_some());
+    // A dial failure leaves one for a transport that never was: the next dial forgets it.
+    let now = s.poll_timeout().expect("redial");
+    s.dial_started(now);
+    s.transport_failed(now, lost());
+    let now = s.poll_timeout().expect("redial");
+    s.dial_started(now);
+    assert_eq!(s.poll_driver_event(), None);
+}
