@@ -408,6 +408,94 @@ mod tests {
         assert_eq!(TlsFailure::of(&reset), TlsFailure::Other);
     }
 
+    /// A CA named `name` (PEM) and a TLS server for 127.0.0.1 with a leaf it signed.
+    fn ca_and_server(name: &str) -> (String, tokio_rustls::TlsAcceptor) {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .expect("server config");
+        (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Dials a fresh server trusting `ca` (the server's own if None) with
+    /// `pins`; how the dial failed.
+    async fn dial_failure(ca: Option<&str>, pins: &[String]) -> DialFailure {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (own_ca, acceptor) = ca_and_server("the gateway's CA");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.unwrap_or(&own_ca)).expect("write ca");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let ep = crate::config::Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().expect("addr").port(),
+        };
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let _ = acceptor.accept(tcp).await;
+        });
+        let config = tls::client_config(Some(&ca_file), pins).expect("client config");
+        let e = tls::dial(&config, &ep)
+            .await
+            .map(drop)
+            .expect_err("the dial must fail");
+        let _ = server.await;
+        TransportError::from(e)
+            .dial_failure()
+            .expect("a dial failure")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn real_handshake_failures_are_classified() {
+        let (other_ca, _) = ca_and_server("someone else's CA");
+        assert_eq!(
+            dial_failure(Some(&other_ca), &[]).await,
+            DialFailure::Tls(TlsFailure::UnknownIssuer)
+        );
+        let pin = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+        assert_eq!(
+            dial_failure(None, &[pin]).await,
+            DialFailure::Tls(TlsFailure::PinMismatch)
+        );
+        // A port held by a socket that does not listen: refused.
+        let held = tokio::net::TcpSocket::new_v4().expect("socket");
+        held.bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let ep = crate::config::Endpoint {
+            host: "127.0.0.1".into(),
+            port: held.local_addr().expect("addr").port(),
+        };
+        let config = tls::client_config(None, &[]).expect("client config");
+        let e = tls::dial(&config, &ep)
+            .await
+            .map(drop)
+            .expect_err("refused");
+        assert_eq!(
+            TransportError::from(e).dial_failure(),
+            Some(DialFailure::Connect(ConnectFailure::Refused))
+        );
+    }
+
     #[test]
     fn text_that_mentions_a_pin_is_not_a_tls_failure() {
         // Doctor used to look for "pin" in the text: "mapping" and "ping" matched.
