@@ -127,7 +127,7 @@ pub(super) fn lock(m: &Mutex<LinkStatus>) -> MutexGuard<'_, LinkStatus> {
 }
 
 impl LinkHandle {
-    /// A handle not attached to a [`Link`]: the caller receives the commands
+    /// A handle not attached to a [`Link`](super::Link): the caller receives the commands
     /// (for embedding with another transport, and for tests).
     pub fn channel() -> (Self, mpsc::Receiver<LinkCommand>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);

@@ -1,5 +1,5 @@
 //! The gateway link: one TLS WebSocket fed to the sans-I/O
-//! [`Session`](crate::session::Session), which decides; the parts here do.
+//! [`Session`] (which decides); the parts here act.
 //!
 //! - `driver`: the select loop — bytes in, frames out, timer deadlines on
 //!   `CLOCK_BOOTTIME` — and nothing else;
