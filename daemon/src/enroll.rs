@@ -12,7 +12,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 
-use crate::config::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::tls::{self, TlsError};
 
 /// Largest enrollment response body read.

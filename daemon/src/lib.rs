@@ -131,7 +131,7 @@ pub async fn run_with_socket(
         notifier.clone(),
         gateway_clock.clone(),
         cancel.clone(),
-    )?;
+    );
     let app_listener = activation::AppListener::open(&config.socket_path, inherited)?;
     let ctx = Arc::new(appsock::AppContext {
         store: store.clone(),

@@ -439,10 +439,76 @@ mod tests {
         assert!(parse_default_route(&[AF_INET, 0]).is_none());
     }
 
+    const RTF_UP: u32 = 0x1;
+    const RTF_REJECT: u32 = 0x200;
+
+    /// The usable default routes as procfs shows them, with their interface
+    /// names: IPv4 from `/proc/net/route` (the main table), IPv6 from
+    /// `/proc/net/ipv6_route` (unreachable defaults left out). Read here as
+    /// text, independently of the netlink dump under test.
+    fn procfs_default_routes() -> Vec<(DefaultRoute, String)> {
+        let hex = |s: &str| u32::from_str_radix(s, 16).expect("hex field");
+        let oif = |name: &str| nix::net::if_::if_nametoindex(name).expect("interface index");
+        let mut routes = Vec::new();
+        let v4 = std::fs::read_to_string("/proc/net/route").expect("/proc/net/route");
+        for line in v4.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+            let flags = hex(f[3]);
+            if f[1] != "00000000" || f[7] != "00000000" || flags & RTF_UP == 0 {
+                continue;
+            }
+            if flags & RTF_REJECT != 0 {
+                continue;
+            }
+            // The kernel prints the address as a host-order u32 of network-order bytes.
+            let gw = Ipv4Addr::from(hex(f[2]).to_ne_bytes());
+            let route = DefaultRoute {
+                oif: oif(f[0]),
+                gateway: Some(IpAddr::V4(gw)).filter(|_| !gw.is_unspecified()),
+                metric: f[6].parse().expect("metric"),
+                table: RT_TABLE_MAIN,
+                v6: false,
+            };
+            routes.push((route, f[0].to_string()));
+        }
+        let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+        for line in v6.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // dst dst_len src src_len next_hop metric refcnt use flags iface
+            let flags = hex(f[8]);
+            if f[1] != "00" || flags & RTF_UP == 0 || flags & RTF_REJECT != 0 {
+                continue;
+            }
+            let mut nh = [0u8; 16];
+            for (i, b) in nh.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&f[4][2 * i..2 * i + 2], 16).expect("next hop");
+            }
+            let gw = Ipv6Addr::from(nh);
+            let route = DefaultRoute {
+                oif: oif(f[9]),
+                gateway: Some(IpAddr::V6(gw)).filter(|_| !gw.is_unspecified()),
+                metric: hex(f[5]),
+                table: RT_TABLE_MAIN,
+                v6: true,
+            };
+            routes.push((route, f[9].to_string()));
+        }
+        routes
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn reads_this_machine_s_routing_table() {
-        // Whatever the machine has; the point is that the dump completes.
+        // The identity the netlink dump finds is the one procfs implies
+        // (this machine, like most, keeps its default routes in the main table).
+        let procfs = procfs_default_routes();
+        let routes: Vec<DefaultRoute> = procfs.iter().map(|(r, _)| r.clone()).collect();
+        let want = pick_default(&routes).map(|best| {
+            let (_, name) = procfs.iter().find(|(r, _)| r == best).expect("picked");
+            identity(best, name)
+        });
+        assert_eq!(current().expect("netlink dump"), want);
         let w = Netwatch::open().expect("netlink");
-        let _ = w.current();
+        assert_eq!(w.current(), want.as_deref());
     }
 }

@@ -212,7 +212,7 @@ pub fn spki_sha256_base64(cert_der: &[u8]) -> Option<String> {
 /// The leaf key is not one of the pins (shown in the handshake error).
 #[derive(thiserror::Error)]
 #[error("certificate public key (SPKI sha256 {0}) is not in pin_spki_sha256")]
-struct NotPinned(String);
+pub struct NotPinned(String);
 
 // rustls shows a certificate error with `Debug`: make that the readable text.
 impl std::fmt::Debug for NotPinned {

@@ -11,6 +11,7 @@ use syspush_proto::app::{self, DoctorCheck, ErrorCode, daemon_message};
 use super::context::AppContext;
 use super::reply::{error, msg};
 use crate::clock;
+use crate::link::{LinkFailure, TlsFailure};
 use crate::settings::Settings;
 
 /// How long doctor waits for the gateway's answer about one token.
@@ -165,7 +166,10 @@ fn age(ms: Option<u64>, now_ms: u64) -> String {
 pub async fn doctor(ctx: &AppContext, uid: u32) -> app::DoctorReport {
     let link = ctx.link.status();
     let now = clock::now();
-    let last_error = link.last_error.clone().unwrap_or_else(|| "none".into());
+    let last_error = link
+        .last_error
+        .as_ref()
+        .map_or_else(|| "none".into(), |e| e.to_string());
     let mut checks = vec![check(
         "config valid",
         true,
@@ -186,8 +190,12 @@ pub async fn doctor(ctx: &AppContext, uid: u32) -> app::DoctorReport {
             "check state_dir: free space, permissions, and that no other syspushd holds it",
         ),
     });
-    let tls_error =
-        last_error.to_ascii_lowercase().contains("certificate") || last_error.contains("pin");
+    // The gateway's certificate (or key) was refused, as rustls said it.
+    let tls_error = link
+        .last_error
+        .as_ref()
+        .and_then(LinkFailure::tls_failure)
+        .is_some_and(TlsFailure::is_certificate);
     checks.push(check(
         "gateway reachable",
         link.connected,

@@ -1,13 +1,17 @@
-//! The app side's view of the link: the commands it sends (register,
-//! unregister) and the status snapshot it reads. Kept apart from the driver
-//! so the app socket depends on this small surface, not on the I/O loop.
+//! The app side's view of the link: the requests it sends (register,
+//! unregister, token status, test push, idle) and the status snapshot it
+//! reads. Kept apart from the driver so the app socket depends on this small
+//! surface, not on the I/O loop.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::COMMAND_QUEUE;
+use super::error::LinkFailure;
+
+/// Queued requests from apps.
+pub(super) const COMMAND_QUEUE: usize = 64;
 
 /// Why a register/unregister request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,7 +109,7 @@ pub struct LinkStatus {
     pub idle: bool,
     /// Why the last dial or session failed (kept after reconnecting; doctor
     /// shows it when the link is down).
-    pub last_error: Option<String>,
+    pub last_error: Option<LinkFailure>,
 }
 
 /// The app side's handle on the link.
@@ -123,7 +127,7 @@ pub(super) fn lock(m: &Mutex<LinkStatus>) -> MutexGuard<'_, LinkStatus> {
 }
 
 impl LinkHandle {
-    /// A handle not attached to a [`Link`]: the caller receives the commands
+    /// A handle not attached to a [`Link`](super::Link): the caller receives the commands
     /// (for embedding with another transport, and for tests).
     pub fn channel() -> (Self, mpsc::Receiver<LinkCommand>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);

@@ -6,10 +6,12 @@
 //! long to back off before redialing — and nothing else: no sockets, no clock,
 //! no tokio, no randomness source. Time comes in as boot-time [`Duration`]s,
 //! randomness as a seed; frames to send come out of [`Session::poll_transmit`],
-//! happenings out of [`Session::poll_event`], and the next instant it needs to
-//! be called at out of [`Session::poll_timeout`]. The async driver (`link.rs`)
-//! does the I/O. This makes "three hours of idle" or "the NAT silently dropped
-//! the mapping" millisecond unit tests.
+//! what the driver must do with the transport out of
+//! [`Session::poll_driver_event`], happenings for the application side out of
+//! [`Session::poll_event`], and the next instant it needs to be called at out
+//! of [`Session::poll_timeout`]. The async driver (`link/`) does the I/O. This
+//! makes "three hours of idle" or "the NAT silently dropped the mapping"
+//! millisecond unit tests.
 //!
 //! Power rules encoded here: while idle, exactly one Ping per heartbeat
 //! interval (measured from the last frame received, so any traffic from the
@@ -19,216 +21,72 @@
 //! link and the first redial is immediate. The driver reports network changes
 //! ([`Session::network_up`], [`Session::network_lost`]): without a network
 //! the session waits with no timer at all; a new network redials at once.
+//!
+//! Parts: `config` (what the session is given), `events` (its two output
+//! queues' items), `requests` (the one queue of requests to the gateway),
+//! `redial` (when to dial again), `phase` (where in a connection's life it is);
+//! the state machine itself is here.
 
-use std::collections::{BTreeMap, VecDeque};
+mod config;
+mod events;
+mod phase;
+mod redial;
+mod requests;
+
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use syspush_proto::PROTOCOL_VERSION;
-use syspush_proto::common::Notification;
 use syspush_proto::device::{self, Frame, frame::Body};
 use syspush_proto::device_codec::frame;
 
-use crate::backoff::{Backoff, BackoffConfig};
-use crate::heartbeat::{HeartbeatConfig, HeartbeatPolicy, HeartbeatState, Learned};
+use crate::heartbeat::{HeartbeatPolicy, HeartbeatState, Learned};
+use crate::link::error::TransportError;
+use phase::{Live, Phase};
+use redial::Redial;
+use requests::{Request, Requests};
 
-/// Tunables of the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionConfig {
-    /// The heartbeat policy's tunables (narrowed to the gateway's bounds).
-    pub heartbeat: HeartbeatConfig,
-    /// How long to wait for any frame after a Ping before declaring the link dead.
-    pub pong_timeout: Duration,
-    /// Dial + TLS + WebSocket + ServerHello must finish within this.
-    pub handshake_timeout: Duration,
-    /// A connection up this long resets the backoff.
-    pub stable_after: Duration,
-    /// Reconnect backoff.
-    pub backoff: BackoffConfig,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat: HeartbeatConfig::default(),
-            pong_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(30),
-            stable_after: Duration::from_secs(60),
-            backoff: BackoffConfig::default(),
-        }
-    }
-}
-
-/// Why a connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// No frame arrived within the pong timeout after a Ping.
-    PongTimeout,
-    /// Dial or handshake took longer than the handshake timeout.
-    HandshakeTimeout,
-    /// The transport failed or was closed (text from the driver).
-    Transport(String),
-    /// The gateway said goodbye.
-    GoAway {
-        /// Gateway's reason.
-        reason: String,
-        /// Minimum wait before redialing.
-        retry_after: Duration,
-    },
-    /// The gateway answered with an error frame (bad credentials, version, ...).
-    Rejected {
-        /// `device::ErrorCode` value.
-        code: i32,
-        /// Gateway's message.
-        message: String,
-    },
-    /// The gateway broke the protocol.
-    Protocol(String),
-    /// The default route went away: nothing to dial until it is back.
-    NetworkLost,
-    /// The device moved to another network: redial on it at once.
-    NetworkChanged,
-}
-
-/// Something the driver must act on.
-// Deliver carries a whole Notification inline: events live for one drain of
-// a short queue, so boxing would only add an allocation per message.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// ServerHello received: the session is up.
-    Established {
-        /// Gateway's session id.
-        session_id: String,
-        /// Heartbeat interval in force for this session.
-        heartbeat: Duration,
-        /// Gateway wall clock at ServerHello, unix ms (0: not given).
-        server_time_ms: u64,
-    },
-    /// A message to commit; after committing call [`Session::committed`].
-    Deliver {
-        /// Per-device sequence number.
-        seq: u64,
-        /// The message (None if the gateway sent an empty Deliver; its seq still counts).
-        notification: Option<Notification>,
-    },
-    /// Answer to [`Session::register`].
-    Registered {
-        /// Id returned by `register`.
-        request_id: u64,
-        /// App id.
-        app_id: String,
-        /// The app's push token.
-        token: String,
-    },
-    /// Answer to [`Session::unregister`].
-    Unregistered {
-        /// Id returned by `unregister`.
-        request_id: u64,
-        /// App id.
-        app_id: String,
-    },
-    /// Answer to [`Session::token_status`].
-    TokenStatus {
-        /// Id of the request.
-        request_id: u64,
-        /// The gateway's answer.
-        reply: device::TokenStatusReply,
-    },
-    /// Answer to [`Session::test_push`]: the test message is queued.
-    TestPushSent {
-        /// Id of the request.
-        request_id: u64,
-        /// Its message id.
-        message_id: String,
-    },
-    /// The gateway refused a request.
-    RequestFailed {
-        /// Id of the request.
-        request_id: u64,
-        /// `device::ErrorCode` value.
-        code: i32,
-        /// Gateway's message.
-        message: String,
-    },
-    /// The gateway revoked a token (forced logout).
-    TokenRevoked {
-        /// App id.
-        app_id: String,
-        /// The dead token.
-        token: String,
-        /// Why.
-        reason: String,
-    },
-    /// The connection is over; drop the transport. Redial at `redial_at`.
-    Closed {
-        /// Why.
-        reason: CloseReason,
-        /// Boot time of the next dial; None while there is no network.
-        redial_at: Option<Duration>,
-    },
-    /// The heartbeat learned something about the current network: persist it.
-    Learned(Learned),
-}
-
-#[derive(Debug, Clone)]
-struct Live {
-    since: Duration,
-    last_rx: Duration,
-    /// The outstanding Ping, if any: when it was sent, and the silence before it.
-    ping: Option<(Duration, Duration)>,
-}
-
-#[derive(Debug, Clone)]
-enum Phase {
-    Waiting {
-        dial_at: Duration,
-    },
-    Dialing {
-        deadline: Duration,
-    },
-    Handshaking {
-        deadline: Duration,
-    },
-    Live(Live),
-    /// No network: wait for [`Session::network_up`], no timer.
-    Offline,
-    Stopped,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Request {
-    Register(String),
-    Unregister(String),
-    /// (app id, token)
-    TokenStatus(String, String),
-    /// (app id, token)
-    TestPush(String, String),
-}
-
-/// Credentials and resume point for the ClientHello.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hello {
-    /// Enrolled device id.
-    pub device_id: String,
-    /// Enrolled secret.
-    pub secret: String,
-    /// Highest sequence durably committed.
-    pub last_committed_seq: u64,
-}
+pub use config::{Hello, SessionConfig};
+pub use events::{CloseReason, DriverEvent, Event};
 
 /// The session state machine. See the module docs.
+///
+/// Its methods sort into four kinds, as in quinn-proto's `Connection`:
+/// - getters, which change nothing: [`Session::wants_dial`],
+///   [`Session::is_live`], [`Session::is_offline`], [`Session::heartbeat`], ...;
+/// - inputs from the driver (`handle_*` and the transport/network reports):
+///   [`Session::handle_frame`], [`Session::handle_timeout`],
+///   [`Session::dial_started`], [`Session::transport_open`],
+///   [`Session::transport_failed`], [`Session::network_up`],
+///   [`Session::network_lost`];
+/// - mutators, from the application side: [`Session::committed`],
+///   [`Session::register`] (and the other requests), [`Session::cancel`],
+///   [`Session::set_idle`], [`Session::shutdown`];
+/// - outputs: [`Session::poll_event`] (for the application side),
+///   [`Session::poll_driver_event`] (for the driver),
+///   [`Session::poll_transmit`] (frames) and [`Session::poll_timeout`].
+///
+/// Call order: after any input or mutator, drain `poll_event` (committing
+/// deliveries calls [`Session::committed`], which queues the Ack), then
+/// `poll_driver_event` (a `Disconnect` drops the transport), then
+/// `poll_transmit` onto the transport, and finally arm the timer at
+/// `poll_timeout`; call `handle_timeout` when it fires (an early call does
+/// nothing). While [`Session::wants_dial`] says so, dial: `dial_started`, then
+/// `transport_open` or `transport_failed`. Every `now` is boot time and must
+/// never go backwards.
 #[derive(Debug)]
 pub struct Session {
     cfg: SessionConfig,
     phase: Phase,
-    backoff: Backoff,
-    rng: u64,
+    redial: Redial,
     transmit: VecDeque<Frame>,
+    /// For the application side.
     events: VecDeque<Event>,
+    /// For the driver.
+    driver_events: VecDeque<DriverEvent>,
     next_nonce: u64,
-    next_request_id: u64,
-    /// Outstanding requests, in id order; (re)sent on every new session until answered.
-    requests: BTreeMap<u64, Request>,
+    /// (Re)sent on every new session until answered.
+    requests: Requests,
     acked_seq: u64,
     established_count: u64,
     last_rx: Option<Duration>,
@@ -239,19 +97,15 @@ pub struct Session {
 impl Session {
     /// A session that wants to dial at once. `seed` feeds the backoff jitter.
     pub fn new(cfg: SessionConfig, now: Duration, seed: u64) -> Self {
-        let mut backoff = Backoff::new(cfg.backoff);
-        // The first dial uses up the free attempt: a failing start backs off.
-        backoff.next_delay(0);
         Self {
             cfg,
             phase: Phase::Waiting { dial_at: now },
-            backoff,
-            rng: seed,
+            redial: Redial::new(cfg.backoff, seed),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            driver_events: VecDeque::new(),
             next_nonce: 1,
-            next_request_id: 1,
-            requests: BTreeMap::new(),
+            requests: Requests::new(),
             acked_seq: 0,
             established_count: 0,
             last_rx: None,
@@ -282,6 +136,8 @@ impl Session {
     /// The driver started dialing (TCP + TLS + WebSocket).
     pub fn dial_started(&mut self, now: Duration) {
         if let Phase::Waiting { .. } = self.phase {
+            // A new transport: what was said about an earlier one is void.
+            self.driver_events.clear();
             self.phase = Phase::Dialing {
                 deadline: now + self.cfg.handshake_timeout,
             };
@@ -307,7 +163,7 @@ impl Session {
     }
 
     /// Dialing failed or the transport closed/errored.
-    pub fn transport_failed(&mut self, now: Duration, reason: impl Into<String>) {
+    pub fn transport_failed(&mut self, now: Duration, error: TransportError) {
         // The link died while a heartbeat was out (a NAT that answers an
         // expired mapping with a reset): that silence was too long.
         self.heartbeat_failed(now);
@@ -315,7 +171,7 @@ impl Session {
             self.phase,
             Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Live(_)
         ) {
-            self.close(now, CloseReason::Transport(reason.into()));
+            self.close(now, CloseReason::Transport(error));
         }
     }
 
@@ -377,14 +233,13 @@ impl Session {
             heartbeat,
             server_time_ms: sh.server_time_ms,
         });
-        let pending: Vec<(u64, Request)> =
-            self.requests.iter().map(|(k, v)| (*k, v.clone())).collect();
-        for (id, req) in pending {
-            self.transmit.push_back(request_frame(id, &req));
-        }
+        self.transmit.extend(self.requests.frames());
     }
 
     fn on_live_frame(&mut self, now: Duration, body: Body) {
+        if Requests::is_answer(&body) {
+            return self.events.extend(self.requests.answer(body));
+        }
         match body {
             Body::Deliver(d) => self.events.push_back(Event::Deliver {
                 seq: d.seq,
@@ -394,48 +249,6 @@ impl Session {
                 .transmit
                 .push_back(frame(Body::Pong(device::Pong { nonce: p.nonce }))),
             Body::Pong(_) => {}
-            Body::Registered(r) => {
-                if self.requests.remove(&r.request_id).is_some() {
-                    self.events.push_back(Event::Registered {
-                        request_id: r.request_id,
-                        app_id: r.app_id,
-                        token: r.token,
-                    });
-                }
-            }
-            Body::Unregistered(u) => {
-                if self.requests.remove(&u.request_id).is_some() {
-                    self.events.push_back(Event::Unregistered {
-                        request_id: u.request_id,
-                        app_id: u.app_id,
-                    });
-                }
-            }
-            Body::TokenStatusReply(r) => {
-                if self.requests.remove(&r.request_id).is_some() {
-                    self.events.push_back(Event::TokenStatus {
-                        request_id: r.request_id,
-                        reply: r,
-                    });
-                }
-            }
-            Body::TestPushReply(r) => {
-                if self.requests.remove(&r.request_id).is_some() {
-                    self.events.push_back(Event::TestPushSent {
-                        request_id: r.request_id,
-                        message_id: r.message_id,
-                    });
-                }
-            }
-            Body::Error(e) if e.request_id != 0 => {
-                if self.requests.remove(&e.request_id).is_some() {
-                    self.events.push_back(Event::RequestFailed {
-                        request_id: e.request_id,
-                        code: e.code,
-                        message: e.message,
-                    });
-                }
-            }
             Body::Error(e) => self.close(
                 now,
                 CloseReason::Rejected {
@@ -449,8 +262,13 @@ impl Session {
                 token: t.token,
                 reason: t.reason,
             }),
-            // Frames only a device sends, or a repeated ServerHello: harmless, ignored.
+            // Frames only a device sends, or a repeated ServerHello: harmless,
+            // ignored. (Answers to requests were taken above.)
             Body::ServerHello(_)
+            | Body::Registered(_)
+            | Body::Unregistered(_)
+            | Body::TokenStatusReply(_)
+            | Body::TestPushReply(_)
             | Body::ClientHello(_)
             | Body::Ack(_)
             | Body::Register(_)
@@ -527,9 +345,7 @@ impl Session {
             return;
         }
         self.policy = HeartbeatPolicy::new(self.cfg.heartbeat, learned);
-        self.backoff.reset();
-        // A free dial now; a failure after it backs off from the base.
-        self.backoff.next_delay(0);
+        self.redial.forget();
         if self.is_connecting() {
             self.disconnect(now, CloseReason::NetworkChanged, Some(now));
         } else {
@@ -562,6 +378,7 @@ impl Session {
             Some(dial_at) => Phase::Waiting { dial_at },
             None => Phase::Offline,
         };
+        self.driver_events.push_back(DriverEvent::Disconnect);
         self.events.push_back(Event::Closed { reason, redial_at });
     }
 
@@ -634,18 +451,16 @@ impl Session {
     }
 
     fn request(&mut self, req: Request) -> u64 {
-        let id = self.next_request_id;
-        self.next_request_id += 1;
+        let (id, f) = self.requests.push(req);
         if let Phase::Live(_) = self.phase {
-            self.transmit.push_back(request_frame(id, &req));
+            self.transmit.push_back(f);
         }
-        self.requests.insert(id, req);
         id
     }
 
     /// Forgets a request whose caller gave up (it is not resent).
     pub fn cancel(&mut self, request_id: u64) {
-        self.requests.remove(&request_id);
+        self.requests.cancel(request_id);
     }
 
     /// Stops for good. Returns true if a GoAway was queued (a session was open);
@@ -664,37 +479,21 @@ impl Session {
     }
 
     fn close(&mut self, now: Duration, reason: CloseReason) {
-        if let Phase::Live(live) = &self.phase
-            && (now.saturating_sub(live.since) >= self.cfg.stable_after
+        let forgive = matches!(&self.phase, Phase::Live(live)
+            if now.saturating_sub(live.since) >= self.cfg.stable_after
                 // A dead mapping, not a dead gateway: the session was up, so
                 // redial at once, however short the (test) heartbeat is.
-                || reason == CloseReason::PongTimeout)
-        {
-            self.backoff.reset();
-        }
-        let random = self.next_random();
-        let mut delay = self.backoff.next_delay(random);
-        if let CloseReason::GoAway { retry_after, .. } = &reason {
-            delay = delay.max(*retry_after);
-        }
-        let redial_at = now + delay;
+                || reason == CloseReason::PongTimeout);
+        let redial_at = now + self.redial.after_close(forgive, &reason);
         // Frames queued for the dead transport are void; the next ClientHello
         // carries the committed seq, and requests are resent.
         self.transmit.clear();
         self.phase = Phase::Waiting { dial_at: redial_at };
+        self.driver_events.push_back(DriverEvent::Disconnect);
         self.events.push_back(Event::Closed {
             reason,
             redial_at: Some(redial_at),
         });
-    }
-
-    fn next_random(&mut self) -> u64 {
-        // splitmix64: plenty for jitter, and deterministic from the seed for tests.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 
     /// Next frame to send on the current transport.
@@ -702,9 +501,14 @@ impl Session {
         self.transmit.pop_front()
     }
 
-    /// Next event for the driver.
+    /// Next event for the application side (commits, answers, state changes).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Next thing the driver must do with the transport.
+    pub fn poll_driver_event(&mut self) -> Option<DriverEvent> {
+        self.driver_events.pop_front()
     }
 
     /// Whether a session (ServerHello received) is up.
@@ -757,31 +561,6 @@ impl Session {
     }
 }
 
-fn request_frame(id: u64, req: &Request) -> Frame {
-    match req {
-        Request::Register(app_id) => frame(Body::Register(device::Register {
-            request_id: id,
-            app_id: app_id.clone(),
-        })),
-        Request::Unregister(app_id) => frame(Body::Unregister(device::Unregister {
-            request_id: id,
-            app_id: app_id.clone(),
-        })),
-        Request::TokenStatus(app_id, token) => {
-            frame(Body::TokenStatusRequest(device::TokenStatusRequest {
-                request_id: id,
-                app_id: app_id.clone(),
-                token: token.clone(),
-            }))
-        }
-        Request::TestPush(app_id, token) => frame(Body::TestPushRequest(device::TestPushRequest {
-            request_id: id,
-            app_id: app_id.clone(),
-            token: token.clone(),
-        })),
-    }
-}
-
 fn body_name(b: &Body) -> &'static str {
     match b {
         Body::ClientHello(_) => "ClientHello",
@@ -806,5 +585,4 @@ fn body_name(b: &Body) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "session_tests.rs"]
 mod tests;

@@ -2,6 +2,7 @@
 //! and flapping gateways, each in microseconds.
 
 use super::*;
+use crate::heartbeat::HeartbeatConfig;
 use syspush_proto::device::{Deliver, GoAway, Pong, ServerHello};
 
 const S: Duration = Duration::from_secs(1);
@@ -13,6 +14,11 @@ fn hello() -> Hello {
         secret: "sec".into(),
         last_committed_seq: 0,
     }
+}
+
+/// The transport went away (which way does not matter to the session).
+fn lost() -> TransportError {
+    TransportError::Eof
 }
 
 fn server_hello(min: u32, max: u32) -> Frame {
@@ -174,7 +180,7 @@ fn backoff_grows_with_jitter_and_resets_after_stable_connection() {
         assert!(s.wants_dial(now));
         s.dial_started(now);
         now += 50 * MS;
-        s.transport_failed(now, "connection refused");
+        s.transport_failed(now, lost());
         let (_, redial_at) = closed_redial(&events(&mut s)).expect("closed");
         delays.push(redial_at - now);
         assert!(!s.wants_dial(redial_at.saturating_sub(MS)) || redial_at == now);
@@ -195,12 +201,12 @@ fn backoff_grows_with_jitter_and_resets_after_stable_connection() {
     connect(&mut s, now);
     now += 61 * S;
     s.handle_frame(now, frame(Body::Pong(Pong { nonce: 0 })));
-    s.transport_failed(now, "reset by peer");
+    s.transport_failed(now, lost());
     let (_, redial_at) = closed_redial(&events(&mut s)).expect("closed");
     assert_eq!(redial_at, now);
     // ... and a failure right after backs off again from the base.
     s.dial_started(now);
-    s.transport_failed(now, "refused");
+    s.transport_failed(now, lost());
     let (_, redial_at) = closed_redial(&events(&mut s)).expect("closed");
     assert!(redial_at - now <= S);
 }
@@ -211,10 +217,10 @@ fn short_lived_connections_do_not_reset_backoff() {
     for _ in 0..10 {
         let now = s.poll_timeout().expect("dial time");
         connect(&mut s, now);
-        s.transport_failed(now + 5 * S, "closed");
+        s.transport_failed(now + 5 * S, lost());
         events(&mut s);
     }
-    assert!(s.backoff.ceiling() >= Duration::from_secs(256));
+    assert!(s.redial.ceiling() >= Duration::from_secs(256));
     assert_eq!(s.reconnects(), 9);
 }
 
@@ -331,7 +337,7 @@ fn requests_wait_for_a_session_and_survive_reconnects() {
     assert_eq!(sent.len(), 1);
     assert!(matches!(&sent[0].body, Some(Body::Register(r)) if r.request_id == id));
     // Link drops before the answer: resent on the next session.
-    s.transport_failed(S, "reset");
+    s.transport_failed(S, lost());
     events(&mut s);
     let now = s.poll_timeout().expect("redial");
     connect_keep_frames(&mut s, now);
@@ -500,7 +506,7 @@ fn without_a_network_nothing_is_dialed_and_its_return_dials_at_once() {
     for _ in 0..8 {
         now = s.poll_timeout().expect("dial time");
         s.dial_started(now);
-        s.transport_failed(now, "unreachable");
+        s.transport_failed(now, lost());
         events(&mut s);
     }
     s.network_lost(now);
@@ -557,4 +563,23 @@ fn idle_is_told_at_once_and_in_every_hello() {
         vec![Some(Body::SetIdle(device::SetIdle { idle: false }))]
     );
     assert!(!s.idle());
+}
+
+#[test]
+fn the_driver_is_told_to_drop_the_transport_once_per_close() {
+    let mut s = Session::new(SessionConfig::default(), Duration::ZERO, 1);
+    connect(&mut s, Duration::ZERO);
+    assert_eq!(s.poll_driver_event(), None, "a live session needs nothing");
+    s.transport_failed(S, lost());
+    assert_eq!(s.poll_driver_event(), Some(DriverEvent::Disconnect));
+    assert_eq!(s.poll_driver_event(), None);
+    // Application events are a separate queue: the close is there too.
+    assert!(closed_redial(&events(&mut s)).is_some());
+    // A dial failure leaves one for a transport that never was: the next dial forgets it.
+    let now = s.poll_timeout().expect("redial");
+    s.dial_started(now);
+    s.transport_failed(now, lost());
+    let now = s.poll_timeout().expect("redial");
+    s.dial_started(now);
+    assert_eq!(s.poll_driver_event(), None);
 }
