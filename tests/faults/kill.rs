@@ -9,6 +9,10 @@ use syspush::netns::NatLab;
 
 use super::*;
 
+/// What the sender reports: (message id, title) per accepted send, and the
+/// titles it had to send again.
+type Sent = (Vec<(String, String)>, HashSet<String>);
+
 /// What the sender and the killer share: sends answered so far, and how many
 /// times the gateway was restarted (a sender whose send got no answer waits
 /// for the next restart instead of spinning).
@@ -64,43 +68,41 @@ fn sigkill_of_the_gateway_10_times_during_a_stream_loses_nothing() -> Result<()>
     let app = s.app.clone();
     let sender = {
         let progress = progress.clone();
-        std::thread::spawn(
-            move || -> Result<(Vec<(String, String)>, HashSet<String>)> {
-                let mut sent = Vec::with_capacity(N + 1);
-                let mut retried = HashSet::new();
-                // The sentinel goes last: delivery is in seq order, so once the app
-                // has it, every message accepted before it has arrived too.
-                for i in 0..=N {
-                    let title = if i == N {
-                        "end".to_string()
-                    } else {
-                        format!("g{i}")
-                    };
-                    loop {
-                        let restarts = progress.state.lock().expect("progress").1;
-                        match app.send(&json!({"token": token, "title": title, "desc": "x"})) {
-                            Ok(r) => {
-                                ensure!(r.status == 200, "send {title}: {} {}", r.status, r.body);
-                                let id = r.body["message_id"]
-                                    .as_str()
-                                    .unwrap_or_default()
-                                    .to_string();
-                                sent.push((title.clone(), id));
-                                progress.update(|s| s.0 = i + 1);
-                                break;
-                            }
-                            // No answer: retry once the gateway is back. The lost
-                            // attempt may have been stored: account it as ours.
-                            Err(_) => {
-                                retried.insert(title.clone());
-                                progress.wait("gateway restart", |s| s.1 > restarts)?;
-                            }
+        std::thread::spawn(move || -> Result<Sent> {
+            let mut sent = Vec::with_capacity(N + 1);
+            let mut retried = HashSet::new();
+            // The sentinel goes last: delivery is in seq order, so once the app
+            // has it, every message accepted before it has arrived too.
+            for i in 0..=N {
+                let title = if i == N {
+                    "end".to_string()
+                } else {
+                    format!("g{i}")
+                };
+                loop {
+                    let restarts = progress.state.lock().expect("progress").1;
+                    match app.send(&json!({"token": token, "title": title, "desc": "x"})) {
+                        Ok(r) => {
+                            ensure!(r.status == 200, "send {title}: {} {}", r.status, r.body);
+                            let id = r.body["message_id"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string();
+                            sent.push((title.clone(), id));
+                            progress.update(|s| s.0 = i + 1);
+                            break;
+                        }
+                        // No answer: retry once the gateway is back. The lost
+                        // attempt may have been stored: account it as ours.
+                        Err(_) => {
+                            retried.insert(title.clone());
+                            progress.wait("gateway restart", |s| s.1 > restarts)?;
                         }
                     }
                 }
-                Ok((sent, retried))
-            },
-        )
+            }
+            Ok((sent, retried))
+        })
     };
     let started = Instant::now();
     let mut got_all = Vec::with_capacity(N + 1);
@@ -197,7 +199,7 @@ fn curl_sender(
 #[test]
 fn the_link_cut_and_restored_50_times_during_a_stream_loses_nothing() -> Result<()> {
     if let Some(why) = syspush::netns::unavailable() {
-        eprintln!("skipped: {why}");
+        skip(&why);
         return Ok(());
     }
     const N: usize = 2_500;
