@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::json;
-use syspush::testkit::Stack;
+use syspush::testkit::{Stack, proc_status_kib};
 use syspush_client::{Event, Listener};
 
 /// Push latency through the real path.
@@ -23,16 +23,8 @@ struct Args {
 }
 
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let field = |name: &str| proc_status_kib(pid, name).unwrap_or(0);
+    (field("VmRSS"), field("VmHWM"))
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {

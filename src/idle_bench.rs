@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use syspush::netns::NatLab;
-use syspush::testkit::{AppPolicy, Daemon, Gateway};
+use syspush::testkit::{AppPolicy, Daemon, Gateway, proc_status};
 
 /// Idle cost of syspushd vs mosquitto_sub through a NAT.
 #[derive(Parser)]
@@ -33,12 +33,9 @@ struct Args {
 }
 
 fn ctx_switches(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .filter(|l| {
-            l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
-        })
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+    ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
+        .into_iter()
+        .filter_map(|f| proc_status(pid, f))
         .sum()
 }
 

@@ -3,7 +3,9 @@
 //!
 //! This library holds what those three share: [`appserver`], a small blocking
 //! client for the gateway's HTTP API (what an app server does), and [`testkit`],
-//! which runs the real `syspush-gateway` and `syspushd` binaries as processes.
+//! which runs the real `syspush-gateway` and `syspushd` binaries as processes
+//! (and boots the Debian package in a systemd image), and [`netns`], a NAT
+//! built from network namespaces.
 
 pub mod appserver;
 pub mod netns;

@@ -20,7 +20,9 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::BytesMut;
 use serde_json::json;
 use syspush::appserver::AppServer;
-use syspush::testkit::{AppPolicy, Daemon, Gateway, is_root, shared_tempdir};
+use syspush::testkit::{
+    AppPolicy, Daemon, Gateway, is_root, proc_status_kib, require_root, shared_tempdir, skip,
+};
 use syspush_proto::app::{
     self, AckRequest, AppRequest, DaemonMessage, ErrorCode, Hello, RegisterRequest, StatusRequest,
     UnregisterRequest, app_request, daemon_message,
@@ -97,16 +99,10 @@ impl Rig {
 
 /// (VmRSS, VmHWM) of a process in KiB.
 fn memory_kib(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
+        proc_status_kib(pid, name).ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
     };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    Ok((field("VmRSS")?, field("VmHWM")?))
 }
 
 fn request(request_id: u64, body: app_request::Body) -> AppRequest {
@@ -286,7 +282,7 @@ fn a_thousand_connections_are_capped_and_apps_keep_being_served() -> Result<()> 
             String::from_utf8_lossy(&out.stderr)
         );
     } else {
-        eprintln!("skipped part: needs root (a second uid during the flood)");
+        skip("part of the test: needs root (a second uid during the flood)");
     }
     let log = rig.daemon.log();
     ensure!(
@@ -404,6 +400,7 @@ fn as_peer(
     let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let out = std::process::Command::new(std::env::current_exe()?)
         .args([
+            "--ignored",
             "--exact",
             "peer_process_helper",
             "--nocapture",
@@ -446,12 +443,17 @@ fn as_peer(
 }
 
 /// Not a test of its own: the body of the peer process [`as_peer`] starts
-/// (as another uid). Does nothing when run in the normal test pass.
+/// (as another uid, `--ignored --exact peer_process_helper`). Ignored in the
+/// normal test pass, so it is never counted as a test that passed; run any
+/// other way (`--include-ignored`) it fails, since there is nothing to check
+/// without the peer's instructions in the environment.
 #[test]
+#[ignore = "the peer process of another_uid_cannot_act_for_an_app_or_read_its_store, run by it"]
 fn peer_process_helper() -> Result<()> {
-    let Ok(socket) = std::env::var("SYSPUSH_ABUSE_PEER_SOCKET") else {
-        return Ok(());
-    };
+    let socket = std::env::var("SYSPUSH_ABUSE_PEER_SOCKET").context(
+        "not a test: the peer process as_peer starts; run \
+         another_uid_cannot_act_for_an_app_or_read_its_store instead",
+    )?;
     for path in std::env::var("SYSPUSH_ABUSE_PEER_READ")
         .unwrap_or_default()
         .lines()
@@ -482,8 +484,7 @@ fn peer_process_helper() -> Result<()> {
 
 #[test]
 fn another_uid_cannot_act_for_an_app_or_read_its_store() -> Result<()> {
-    if !is_root() {
-        eprintln!("skipped: needs root (switches to uid {NOBODY})");
+    if !require_root("switches to uid {NOBODY}") {
         return Ok(());
     }
     const NOBODYS: &str = "org.example.nobodys";

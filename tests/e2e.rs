@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use base64::Engine;
 use serde_json::json;
-use syspush::testkit::{AppPolicy, Stack, is_root, raw_exchange};
+use syspush::testkit::{AppPolicy, Stack, raw_exchange, require_root};
 
 const BOUND: Duration = Duration::from_secs(60);
 const APP: &str = "com.example.chat";
@@ -208,8 +208,7 @@ fn gateway_restart_mid_stream_loses_and_duplicates_nothing() -> Result<()> {
 
 #[test]
 fn an_app_uid_not_allowed_for_an_app_id_is_refused() -> Result<()> {
-    if !is_root() {
-        eprintln!("skipped: needs root (switches to uid 65534)");
+    if !require_root("switches to uid 65534") {
         return Ok(());
     }
     let nobody = 65534;

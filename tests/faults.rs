@@ -13,7 +13,8 @@
 //! `ss -K` works too but is the wrong tool for 50 cuts: a cut that is not a
 //! network change is a failure for the reconnect backoff (reset only after 60 s
 //! of stable link), so 50 quick cuts would back off for many minutes by design.
-//! Tests that need root (namespaces, tmpfs) print "skipped: needs root".
+//! Tests that need root (namespaces, tmpfs) print "skipped: needs root" (and
+//! fail under `CI=true`: see `syspush::testkit::skip`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
@@ -23,8 +24,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use syspush::appserver::AppServer;
 use syspush::testkit::{
-    AppPolicy, Daemon, FaultRng, Gateway, Stack, is_root, proc_status_kib, shared_tempdir,
-    wait_until,
+    AppPolicy, Daemon, FaultRng, Gateway, Stack, proc_status_kib, require_root, shared_tempdir,
+    skip, wait_until,
 };
 
 #[path = "faults/kill.rs"]
@@ -194,7 +195,7 @@ fn a_frozen_app_costs_no_memory_and_gets_everything_once_after_sigcont() -> Resu
     // Connected for sure once a first message went through; then freeze it.
     let warm = s.send(false, "warm-up", "x")?;
     ensure!(got(&frozen.next(BOUND)?).0 == warm.1, "warm-up not first");
-    let pid = nix::unistd::Pid::from_raw(frozen.child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(frozen.pid() as i32);
     kill(pid, Signal::SIGSTOP)?;
     let other = s.daemon.listen(APP2, None, None)?;
     let daemon_pid = s.daemon.pid().context("daemon pid")?;
@@ -285,8 +286,7 @@ fn fill(path: &std::path::Path) -> Result<u64> {
 
 #[test]
 fn disk_full_under_the_store_stops_acks_keeps_serving_and_resumes_without_loss() -> Result<()> {
-    if !is_root() {
-        eprintln!("skipped: needs root (mounts a tmpfs)");
+    if !require_root("mounts a tmpfs") {
         return Ok(());
     }
     let dir = shared_tempdir()?;

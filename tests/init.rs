@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use syspush::testkit::{AppPolicy, Daemon, Gateway, Stack, bin, shared_tempdir};
+use syspush::testkit::{AppPolicy, Daemon, Gateway, Stack, bin, require_tool, shared_tempdir};
 
 const BOUND: Duration = Duration::from_secs(60);
 const APP: &str = "com.example.chat";
@@ -420,24 +420,14 @@ fn check_config_prints_the_effective_config_or_a_clear_error_without_network() -
     Ok(())
 }
 
-/// Whether `cmd args` runs at all (the tool is installed).
-fn have(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn debian_package_contains_binaries_units_and_example_config() -> Result<()> {
-    if !have("cargo", &["deb", "--version"]) {
-        eprintln!("skipped: cargo-deb is not installed (cargo install cargo-deb --locked)");
-        return Ok(());
-    }
-    if !have("dpkg-deb", &["--version"]) {
-        eprintln!("skipped: dpkg-deb is not installed");
+    if !require_tool(
+        "cargo",
+        &["deb", "--version"],
+        "cargo install cargo-deb --locked",
+    ) || !require_tool("dpkg-deb", &["--version"], "dpkg")
+    {
         return Ok(());
     }
     let out_dir = tempfile::tempdir()?;

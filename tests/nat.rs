@@ -1,13 +1,14 @@
 //! Tests through a NAT that forgets idle mappings silently, like a carrier's
 //! (`syspush::netns::NatLab`): the gateway runs in one network namespace, the
 //! daemon in another, a masquerading router with a short conntrack timeout
-//! between them. Needs root, `ip` and `nft`; prints "skipped: ..." otherwise.
+//! between them. Needs root, `ip` and `nft`; prints "skipped: ..." otherwise
+//! (fails under `CI=true`: see `syspush::testkit::skip`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use syspush::netns::NatLab;
-use syspush::testkit::{AppPolicy, Daemon, Gateway, shared_tempdir};
+use syspush::testkit::{AppPolicy, Daemon, Gateway, shared_tempdir, skip};
 
 const APP: &str = "com.example.chat";
 const BOUND: Duration = Duration::from_secs(60);
@@ -25,7 +26,7 @@ fn status(d: &Daemon) -> Result<serde_json::Value> {
 #[test]
 fn a_silently_expired_nat_mapping_is_detected_and_redialled_without_loss() -> Result<()> {
     if let Some(why) = syspush::netns::unavailable() {
-        eprintln!("skipped: {why}");
+        skip(&why);
         return Ok(());
     }
     // Mappings die after 4 s of silence; the daemon's heartbeat is 10 s, so the
@@ -136,7 +137,7 @@ impl LabStack {
 #[test]
 fn the_heartbeat_learns_the_nat_timeout_and_then_never_loses_the_link() -> Result<()> {
     if let Some(why) = syspush::netns::unavailable() {
-        eprintln!("skipped: {why}");
+        skip(&why);
         return Ok(());
     }
     // T = 20 s, the policy's bounds scaled to match (start at 6 s, 3..60 s).
@@ -187,7 +188,7 @@ fn the_heartbeat_learns_the_nat_timeout_and_then_never_loses_the_link() -> Resul
 #[test]
 fn link_down_and_up_reconnects_within_a_second_of_the_link_coming_back() -> Result<()> {
     if let Some(why) = syspush::netns::unavailable() {
-        eprintln!("skipped: {why}");
+        skip(&why);
         return Ok(());
     }
     let lab = NatLab::new(600)?;
@@ -216,7 +217,7 @@ fn link_down_and_up_reconnects_within_a_second_of_the_link_coming_back() -> Resu
 #[test]
 fn while_idle_normal_priority_waits_for_the_heartbeat_and_high_goes_at_once() -> Result<()> {
     if let Some(why) = syspush::netns::unavailable() {
-        eprintln!("skipped: {why}");
+        skip(&why);
         return Ok(());
     }
     let lab = NatLab::new(600)?;

@@ -3,7 +3,8 @@
 //!
 //! - `systemd-analyze security --offline=true` must rate syspushd.service at an
 //!   exposure of 2.0 or lower, and `systemd-analyze verify` must accept the service
-//!   and socket units (skipped, with a message, where systemd-analyze is missing).
+//!   and socket units (skipped, with a message, where systemd-analyze is missing;
+//!   a failure under `CI=true`, see `syspush::testkit::skip`).
 //! - The units, sysusers/tmpfiles files, syspushd.rc, file_contexts, the .te
 //!   module and the Android example config must agree with each other and with the
 //!   paths in docs/contracts.md and shared/DESIGN.md.
@@ -11,6 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use syspush::testkit::skip;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,7 +24,7 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// Runs systemd-analyze; `None` (after printing why) when it is not installed.
+/// Runs systemd-analyze; `None` (after [`skip`] said why) when it is not installed.
 fn systemd_analyze(args: &[&str], dir: &Path) -> Option<Output> {
     match Command::new("systemd-analyze")
         .args(args)
@@ -30,7 +33,7 @@ fn systemd_analyze(args: &[&str], dir: &Path) -> Option<Output> {
     {
         Ok(out) => Some(out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("skipped: systemd-analyze not installed");
+            skip("systemd-analyze not installed");
             None
         }
         Err(e) => panic!("spawn systemd-analyze: {e}"),
@@ -101,7 +104,9 @@ fn service_exposure_is_at_most_2() {
     let all = text(&out);
     // --offline appeared in systemd 250; CI installs a newer one.
     if all.contains("unrecognized option") || all.contains("Unknown option") {
-        println!("skipped: this systemd-analyze has no --offline (needs systemd 250+):\n{all}");
+        skip(&format!(
+            "this systemd-analyze has no --offline (needs systemd 250+):\n{all}"
+        ));
         return;
     }
     let line = all

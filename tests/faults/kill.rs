@@ -9,6 +9,10 @@ use syspush::netns::NatLab;
 
 use super::*;
 
+/// What the sender reports: (message id, title) per accepted send, and the
+/// titles it had to send again.
+type Sent = (Vec<(String, String)>, HashSet<String>);
+
 /// What the sender and the killer share: sends answered so far, and how many
 /// times the gateway was restarted (a sender whose send got no answer waits
 /// for the next restart instead of spinning).
@@ -35,10 +39,6 @@ impl Progress {
         Ok(())
     }
 }
-
-/// What the sender thread hands back: (title, message id) per accepted send,
-/// and the titles it had to retry.
-type SentLog = (Vec<(String, String)>, HashSet<String>);
 
 #[test]
 fn sigkill_of_the_gateway_10_times_during_a_stream_loses_nothing() -> Result<()> {
@@ -68,7 +68,7 @@ fn sigkill_of_the_gateway_10_times_during_a_stream_loses_nothing() -> Result<()>
     let app = s.app.clone();
     let sender = {
         let progress = progress.clone();
-        std::thread::spawn(move || -> Result<SentLog> {
+        std::thread::spawn(move || -> Result<Sent> {
             let mut sent = Vec::with_capacity(N + 1);
             let mut retried = HashSet::new();
             // The sentinel goes last: delivery is in seq order, so once the app
@@ -199,7 +199,7 @@ fn curl_sender(
 #[test]
 fn the_link_cut_and_restored_50_times_during_a_stream_loses_nothing() -> Result<()> {
     if let Some(why) = syspush::netns::unavailable() {
-        eprintln!("skipped: {why}");
+        skip(&why);
         return Ok(());
     }
     const N: usize = 2_500;
