@@ -10,7 +10,7 @@
 //! |------------------------------------------------------|-------------------------|
 //! | wiring, startup order, stop                          | this file ([`run`])     |
 //! | command line, runtime, signals                       | `main.rs`               |
-//! | configuration file, validation                       | [`config`]              |
+//! | configuration: parsed and checked once on load      | [`config`] (gateway URL: [`endpoint`]; CA and pins: [`tls::Trust`]) |
 //! | logs (journald / logcat)                             | [`logging`]             |
 //! | readiness and watchdog (`sd_notify`)                 | [`notify`]              |
 //! | the app socket: inherited from init, or bound        | [`activation`]          |
@@ -19,12 +19,15 @@
 //! | which uid may act for which app                      | [`policy`], [`packages_list`] |
 //! | what is shown (display decision), user settings      | [`display`], [`settings`] |
 //! | commit fan-out from the link to connections          | [`hub`]                 |
-//! | the durable inbox                                    | [`store`]               |
-//! | the gateway connection (driver)                      | [`link`]                |
-//! | protocol decisions (sans-I/O)                        | [`session`]             |
+//! | the durable inbox (tables, inbox, identity, extras)  | [`store`]               |
+//! | the gateway connection: select loop, timer, flush    | [`link`] (`driver.rs`)  |
+//! | dialing: credentials, enrollment, TCP+TLS+WS         | [`link`] (`connect.rs`), [`enroll`] |
+//! | what session events do: commit, ack, fan-out, wake   | [`link`] (`effects.rs`) |
+//! | typed transport failures (what doctor reports)       | [`link::error`]         |
+//! | protocol decisions (sans-I/O): two output queues     | [`session`] (`poll_driver_event`, `poll_event`) |
 //! | heartbeat learning, reconnect backoff (sans-I/O)     | [`heartbeat`], [`backoff`] |
 //! | boot-time timers, the gateway's wall clock           | [`clock`]               |
-//! | TLS client and dial                                  | [`tls`]                 |
+//! | TLS client config, dial, SPKI pins                   | [`tls`]                 |
 //! | first-start enrollment                               | [`enroll`]              |
 //! | network changes (netlink)                            | [`netwatch`]            |
 //! | starting apps that are not connected                 | [`wake`]                |
