@@ -489,6 +489,7 @@ async fn busy_connection(
         1,
         app_request::Body::TestPush(app::TestPushRequest {
             app_id: "chat".into(),
+            timeout_ms: None,
         }),
     )
     .await;
