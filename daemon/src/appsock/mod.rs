@@ -166,3 +166,5 @@ fn log_end(r: Result<(), tokio::task::JoinError>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod hardening_tests;
