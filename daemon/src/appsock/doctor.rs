@@ -59,7 +59,7 @@ fn age(ms: Option<u64>, now_ms: u64) -> String {
 /// Why the link is down, as far as the checks that need it care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Down {
-    /// No failure recorded yet (still dialing).
+    /// No dial failure recorded (still dialing, or the session just ended).
     Unknown,
     /// TCP to the gateway failed (refused, unreachable, timed out): TLS was
     /// never tried.
@@ -96,7 +96,7 @@ impl Down {
     /// Why a check that needs the gateway cannot run.
     fn why(&self) -> String {
         match self {
-            Down::Unknown => "not connected to the gateway yet".into(),
+            Down::Unknown => "not connected to the gateway".into(),
             Down::Unreachable(io) => format!("gateway unreachable ({io})"),
             Down::Certificate(e) | Down::Other(e) => format!("not connected ({e})"),
         }
@@ -147,7 +147,7 @@ pub async fn doctor(ctx: &AppContext, peer: Peer) -> app::DoctorReport {
         link.connected,
         match &down {
             None => gateway.clone(),
-            Some(Down::Unknown) => format!("{gateway}: not connected yet"),
+            Some(Down::Unknown) => format!("{gateway}: not connected"),
             Some(d) if peer.class == Class::Stranger => format!("{gateway}: {}", d.why()),
             Some(_) => format!(
                 "{gateway}: last error: {}",
