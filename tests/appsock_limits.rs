@@ -148,10 +148,7 @@ fn crowd(script: &Path, socket: &Path, uid: u32, mode: &str) -> Result<Crowd> {
     let line = rx
         .recv_timeout(BOUND)
         .with_context(|| format!("crowd of uid {uid} not ready"))?;
-    ensure!(
-        line.starts_with("ready"),
-        "crowd of uid {uid}: {line:?}"
-    );
+    ensure!(line.starts_with("ready"), "crowd of uid {uid}: {line:?}");
     Ok(crowd)
 }
 
@@ -232,7 +229,10 @@ fn status_shows_a_stranger_liveness_and_an_app_uid_its_own_apps() -> Result<()> 
     );
     let root = rig.status_as(0)?;
     assert_eq!(root["scope"], "full");
-    ensure!(root["device_id"].as_str().is_some_and(|d| !d.is_empty()), "{root}");
+    ensure!(
+        root["device_id"].as_str().is_some_and(|d| !d.is_empty()),
+        "{root}"
+    );
     ensure!(root["last_committed_seq"].is_u64(), "{root}");
 
     // A uid that owns no app: alive and connected, nothing else.
@@ -248,7 +248,10 @@ fn status_shows_a_stranger_liveness_and_an_app_uid_its_own_apps() -> Result<()> 
         ("apps", json!([])),
         ("learned", json!([])),
     ] {
-        assert_eq!(stranger[field], empty, "{field} shown to a stranger: {stranger}");
+        assert_eq!(
+            stranger[field], empty,
+            "{field} shown to a stranger: {stranger}"
+        );
     }
     let text = rig.ctl_as(LATECOMER, &["status"])?;
     let text = String::from_utf8_lossy(&text.stdout);

@@ -37,7 +37,11 @@ fn with_the_gateway_down_doctor_names_the_cause_and_test_ends_in_its_timeout() -
     let report = loop {
         let report = doctor_json(&s)?;
         let tls = check(&report, "TLS verified")?;
-        if tls["skipped"] == true && tls["detail"].as_str().is_some_and(|d| d.contains("unreachable")) {
+        if tls["skipped"] == true
+            && tls["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("unreachable"))
+        {
             break report;
         }
         if start.elapsed() > BOUND {

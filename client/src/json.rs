@@ -338,13 +338,19 @@ mod tests {
             ..Status::default()
         };
         let text = status_text(&full);
-        assert!(text.contains("device:    d1") && text.contains("seq: 9"), "{text}");
+        assert!(
+            text.contains("device:    d1") && text.contains("seq: 9"),
+            "{text}"
+        );
         let apps = Status {
             scope: StatusScope::Apps as i32,
             ..full.clone()
         };
         let text = status_text(&apps);
-        assert!(text.contains("gateway:") && text.contains("heartbeat:"), "{text}");
+        assert!(
+            text.contains("gateway:") && text.contains("heartbeat:"),
+            "{text}"
+        );
         assert!(
             !text.contains("device:") && !text.contains("network:") && !text.contains("seq"),
             "{text}"
@@ -355,7 +361,10 @@ mod tests {
         };
         assert_eq!(status_json(&live)["scope"], "liveness");
         let text = status_text(&live);
-        assert!(text.starts_with("syspushd:  running, gateway link connected"), "{text}");
+        assert!(
+            text.starts_with("syspushd:  running, gateway link connected"),
+            "{text}"
+        );
         assert_eq!(text.lines().count(), 2, "{text}");
     }
 }

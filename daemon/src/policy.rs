@@ -102,7 +102,10 @@ mod tests {
         assert!(p.apps_of(5).is_empty());
         assert_eq!(p.apps_of(0), ["chat", "mail"]);
         assert!(p.owns_any(1000) && p.owns_any(1001));
-        assert!(!p.owns_any(5) && !p.owns_any(0), "root owns no app, it is privileged");
+        assert!(
+            !p.owns_any(5) && !p.owns_any(0),
+            "root owns no app, it is privileged"
+        );
     }
 
     #[test]
@@ -123,7 +126,10 @@ mod tests {
         assert!(p.may_act(1000, "com.example.mail"));
         assert!(p.may_act(0, "com.example.chat"));
         assert_eq!(p.apps_of(10123), ["com.example.chat", "tool"]);
-        assert!(p.owns_any(10123) && p.owns_any(110_123), "a package's uid, in any user");
+        assert!(
+            p.owns_any(10123) && p.owns_any(110_123),
+            "a package's uid, in any user"
+        );
         assert!(!p.owns_any(10124));
         assert!(
             !Policy::from_apps(&[]).may_act(10123, "com.example.chat"),

@@ -117,7 +117,10 @@ pub async fn doctor(ctx: &AppContext, peer: Peer) -> app::DoctorReport {
     )];
     checks.push(match peer.class {
         // Probing writes to the store: not for any uid that asks.
-        Class::Stranger => skipped("store writable", "checked for root, system_uids and app uids only"),
+        Class::Stranger => skipped(
+            "store writable",
+            "checked for root, system_uids and app uids only",
+        ),
         _ => match ctx.store.probe_write(ctx.gateway_clock.now_ms()) {
             Ok(()) => check(
                 "store writable",

@@ -36,9 +36,15 @@ fn error_code(m: &DaemonMessage) -> Option<ErrorCode> {
 
 /// The next frame must be an error with `code`, and then the end.
 async fn closed_with(c: &mut Client, code: ErrorCode, what: &str) {
-    let m = c.recv().await.unwrap_or_else(|| panic!("{what}: closed without an error"));
+    let m = c
+        .recv()
+        .await
+        .unwrap_or_else(|| panic!("{what}: closed without an error"));
     assert_eq!(error_code(&m), Some(code), "{what}: {m:?}");
-    assert!(c.recv().await.is_none(), "{what}: still open after the error");
+    assert!(
+        c.recv().await.is_none(),
+        "{what}: still open after the error"
+    );
 }
 
 fn hello(app_id: &str) -> app_request::Body {
@@ -66,7 +72,12 @@ async fn idle_and_half_sent_connections_are_closed_with_an_error_and_subscribers
 
     closed_with(&mut half, ErrorCode::ErrorBadFrame, "half-sent frame").await;
     closed_with(&mut idle, ErrorCode::ErrorUnavailable, "idle connection").await;
-    closed_with(&mut asked, ErrorCode::ErrorUnavailable, "idle after a request").await;
+    closed_with(
+        &mut asked,
+        ErrorCode::ErrorUnavailable,
+        "idle after a request",
+    )
+    .await;
 
     // The subscriber outlived every deadline, and still works...
     subscribed
@@ -80,7 +91,12 @@ async fn idle_and_half_sent_connections_are_closed_with_an_error_and_subscribers
         .write_all(&[9, 0x08])
         .await
         .expect("write");
-    closed_with(&mut subscribed, ErrorCode::ErrorBadFrame, "subscriber's half frame").await;
+    closed_with(
+        &mut subscribed,
+        ErrorCode::ErrorBadFrame,
+        "subscriber's half frame",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -189,10 +205,7 @@ fn find<'a>(checks: &'a [app::DoctorCheck], name: &str) -> &'a app::DoctorCheck 
 #[tokio::test(flavor = "current_thread")]
 async fn doctor_asks_about_every_token_at_once() {
     const APPS: [&str; 3] = ["a1", "a2", "a3"];
-    let mut r = rig_with(
-        &APPS.map(|a| app_cfg(a, &[me()])),
-        Limits::default(),
-    );
+    let mut r = rig_with(&APPS.map(|a| app_cfg(a, &[me()])), Limits::default());
     for a in APPS {
         r.store.set_token(a, &format!("tok-{a}")).expect("token");
     }
@@ -246,16 +259,21 @@ async fn doctor_skips_what_it_cannot_check_and_names_the_real_cause() {
     );
     assert!(!tls.hint.contains("ca_file"), "{tls:?}");
     let token = find(&checks, "chat: token valid at the gateway");
-    assert!(token.skipped && token.detail.contains("cannot check"), "{token:?}");
+    assert!(
+        token.skipped && token.detail.contains("cannot check"),
+        "{token:?}"
+    );
     assert!(!token.hint.contains("register again"), "{token:?}");
 
     // A refused certificate is a TLS failure, with the ca_file hint.
     r.ctx.link.update_status(|s| {
-        s.last_error = Some(
-            "TLS handshake with 127.0.0.1:9: invalid peer certificate: UnknownIssuer".into(),
-        );
+        s.last_error =
+            Some("TLS handshake with 127.0.0.1:9: invalid peer certificate: UnknownIssuer".into());
     });
     let checks = doctor(&r).await;
     let tls = find(&checks, "TLS verified");
-    assert!(!tls.ok && !tls.skipped && tls.hint.contains("ca_file"), "{tls:?}");
+    assert!(
+        !tls.ok && !tls.skipped && tls.hint.contains("ca_file"),
+        "{tls:?}"
+    );
 }

@@ -168,10 +168,9 @@ impl ConnLimits {
             Some(format!("{} app connections", m.total))
         } else {
             match class {
-                Class::Privileged if of_uid >= m.per_privileged_uid => Some(format!(
-                    "{} connections of uid {uid}",
-                    m.per_privileged_uid
-                )),
+                Class::Privileged if of_uid >= m.per_privileged_uid => {
+                    Some(format!("{} connections of uid {uid}", m.per_privileged_uid))
+                }
                 Class::Privileged => None,
                 Class::App if of_uid >= m.per_app_uid => {
                     Some(format!("{} connections of app uid {uid}", m.per_app_uid))
@@ -184,9 +183,9 @@ impl ConnLimits {
                     "{} connections of uids that own no app",
                     m.strangers
                 )),
-                Class::App | Class::Stranger if unprivileged >= shared => Some(format!(
-                    "{shared} connections of unprivileged uids"
-                )),
+                Class::App | Class::Stranger if unprivileged >= shared => {
+                    Some(format!("{shared} connections of unprivileged uids"))
+                }
                 Class::App | Class::Stranger => None,
             }
         };
@@ -201,7 +200,12 @@ impl ConnLimits {
                     "connection cap reached ({cap}); refusing new app connections"
                 );
             } else {
-                tracing::debug!(uid, pid, class = class.as_str(), "connection refused ({cap})");
+                tracing::debug!(
+                    uid,
+                    pid,
+                    class = class.as_str(),
+                    "connection refused ({cap})"
+                );
             }
             l.refused += 1;
             return Err(cap);

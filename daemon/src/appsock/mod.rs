@@ -57,10 +57,10 @@ use tokio::net::UnixListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use caller::Class;
 pub use context::AppContext;
 pub use feed::delivery;
 pub use journal::DeliveryJournal;
-pub use caller::Class;
 pub use limits::{
     FRAME_DEADLINE, IDLE_DEADLINE, Limits, MAX_APP_CONNECTIONS, MAX_CONNECTIONS_PER_APP_UID,
     MAX_CONNECTIONS_PER_STRANGER, MAX_CONNECTIONS_PER_UID, MAX_STRANGER_CONNECTIONS,
@@ -165,6 +165,6 @@ fn log_end(r: Result<(), tokio::task::JoinError>) {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod hardening_tests;
+#[cfg(test)]
+mod tests;

@@ -135,7 +135,10 @@ pub(crate) async fn handle(
             Err(e) if e.is_transient() => error(id, ErrorCode::ErrorUnavailable, e.to_string()),
             Err(e) => error(id, ErrorCode::ErrorInternal, e.to_string()),
         },
-        Some(Body::Status(_)) => msg(id, daemon_message::Body::Status(status(ctx, uid, peer.class))),
+        Some(Body::Status(_)) => msg(
+            id,
+            daemon_message::Body::Status(status(ctx, uid, peer.class)),
+        ),
         Some(Body::Settings(r)) => diag::settings(ctx, uid, id, r),
         // Doctor and test push wait on the gateway: in flight, so the
         // connection keeps delivering meanwhile.
