@@ -261,7 +261,12 @@ pub(crate) async fn refuse(mut stream: UnixStream, cap: String) {
 /// already). The socket was just accepted, so its send buffer is empty and
 /// one small non-blocking write goes through.
 pub(crate) fn refuse_now(stream: UnixStream, cap: &str) {
-    let _ = stream.try_write(&refusal_bytes(cap));
+    // Through the std socket: tokio's `try_write` would wait for a
+    // readiness event the reactor has not seen yet for a fresh socket.
+    if let Ok(mut s) = stream.into_std() {
+        use std::io::Write as _;
+        let _ = s.write(&refusal_bytes(cap));
+    }
 }
 
 #[cfg(test)]
