@@ -114,8 +114,29 @@ impl Client {
     /// Asks the gateway to send a test push to `app_id` on this device;
     /// returns the test message's id (it arrives like any other message).
     pub async fn test_push(&mut self, app_id: &str) -> Result<String, ClientError> {
+        self.test_push_bounded(app_id, None).await
+    }
+
+    /// Like [`Client::test_push`], the daemon waiting for the gateway at most
+    /// `bound` (by default 10 s), so that the request ends with the caller's
+    /// own wait.
+    pub async fn test_push_within(
+        &mut self,
+        app_id: &str,
+        bound: std::time::Duration,
+    ) -> Result<String, ClientError> {
+        let ms = u32::try_from(bound.as_millis()).unwrap_or(u32::MAX);
+        self.test_push_bounded(app_id, Some(ms)).await
+    }
+
+    async fn test_push_bounded(
+        &mut self,
+        app_id: &str,
+        timeout_ms: Option<u32>,
+    ) -> Result<String, ClientError> {
         let body = Body::TestPush(TestPushRequest {
             app_id: app_id.to_owned(),
+            timeout_ms,
         });
         match self.request(body).await? {
             Reply::TestPushSent(t) => Ok(t.message_id),

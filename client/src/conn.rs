@@ -11,8 +11,9 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::Poll;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use syspush_proto::app::app_request::Body;
+use syspush_proto::app::daemon_message::Body as Reply;
 use syspush_proto::app::{AppRequest, DaemonMessage};
 use syspush_proto::app_codec::DelimitedCodec;
 use tokio::net::UnixStream;
@@ -46,7 +47,19 @@ impl Conn {
             request_id,
             body: Some(body),
         };
-        self.framed.send(req).await?;
+        if let Err(e) = self.framed.send(req).await {
+            // The daemon may have refused the connection (an Error frame,
+            // then close: too many connections) before our request went
+            // out; its reason is already here to read, and beats EPIPE.
+            if let Some(Some(Ok(DaemonMessage {
+                body: Some(Reply::Error(err)),
+                ..
+            }))) = self.framed.next().now_or_never()
+            {
+                return Err(ClientError::from_wire(err));
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use syspush_proto::app::{Delivery, Status};
+use syspush_proto::app::{Delivery, Status, StatusScope};
 use syspush_proto::common::{MessageClass, Priority};
 
 /// The wire name of a priority value; unknown values map to `"unknown"`.
@@ -57,7 +57,20 @@ pub fn notification_json(d: &Delivery) -> Value {
     })
 }
 
-/// The daemon's status as JSON (`syspushctl status --json`).
+/// The wire name of a status scope: `"full"` (root, system_uids), `"apps"`
+/// (a uid that owns apps: its apps and the link's health), `"liveness"`
+/// (any other uid: only whether the daemon is connected).
+pub fn scope_name(scope: i32) -> &'static str {
+    match StatusScope::try_from(scope) {
+        Ok(StatusScope::Full) => "full",
+        Ok(StatusScope::Apps) => "apps",
+        Ok(StatusScope::Liveness) => "liveness",
+        Err(_) => "unknown",
+    }
+}
+
+/// The daemon's status as JSON (`syspushctl status --json`). Fields outside
+/// the caller's `scope` are empty (the daemon does not fill them).
 pub fn status_json(s: &Status) -> Value {
     let apps: Vec<Value> = s
         .apps
@@ -97,6 +110,7 @@ pub fn status_json(s: &Status) -> Value {
         "learned": learned,
         "idle": s.idle,
         "drops": s.drops,
+        "scope": scope_name(s.scope),
     })
 }
 
@@ -119,7 +133,8 @@ pub fn settings_json(s: &syspush_proto::app::SettingsReply) -> Value {
     })
 }
 
-/// The daemon's status for people (`syspushctl status`), several lines.
+/// The daemon's status for people (`syspushctl status`), several lines;
+/// only what the caller's scope shows.
 pub fn status_text(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -128,9 +143,20 @@ pub fn status_text(s: &Status) -> String {
     } else {
         "disconnected"
     };
+    let scope = StatusScope::try_from(s.scope).unwrap_or(StatusScope::Liveness);
     // Writing to a String cannot fail.
+    if scope == StatusScope::Liveness {
+        let _ = writeln!(out, "syspushd:  running, gateway link {link}");
+        let _ = writeln!(
+            out,
+            "(details for root, system_uids and the uids of apps only)"
+        );
+        return out;
+    }
     let _ = writeln!(out, "gateway:   {} ({link})", or_dash(&s.gateway_url));
-    let _ = writeln!(out, "device:    {}", or_dash(&s.device_id));
+    if scope == StatusScope::Full {
+        let _ = writeln!(out, "device:    {}", or_dash(&s.device_id));
+    }
     if s.connected {
         let _ = writeln!(out, "session:   up {}", human_secs(s.session_uptime_s));
     }
@@ -144,14 +170,18 @@ pub fn status_text(s: &Status) -> String {
             format!(" ({})", s.heartbeat_state)
         }
     );
-    let _ = writeln!(out, "network:   {}", or_dash(&s.network));
+    if scope == StatusScope::Full {
+        let _ = writeln!(out, "network:   {}", or_dash(&s.network));
+    }
     let _ = writeln!(out, "idle:      {}", if s.idle { "yes" } else { "no" });
     let pong = s
         .last_pong_age_s
         .map_or_else(|| "never".to_owned(), |a| format!("{} ago", human_secs(a)));
     let _ = writeln!(out, "last pong: {pong}");
     let _ = writeln!(out, "reconnects: {}", s.reconnects);
-    let _ = writeln!(out, "last committed seq: {}", s.last_committed_seq);
+    if scope == StatusScope::Full {
+        let _ = writeln!(out, "last committed seq: {}", s.last_committed_seq);
+    }
     if s.apps.is_empty() {
         let _ = writeln!(out, "apps:      (none visible)");
     } else {
@@ -295,5 +325,46 @@ mod tests {
         assert_eq!(v["idle"], true);
         assert_eq!(v["learned"][0]["interval_s"], 1134);
         assert_eq!(status_json(&Status::default())["network"], Value::Null);
+        assert_eq!(status_json(&Status::default())["scope"], "full");
+    }
+
+    #[test]
+    fn status_text_shows_only_the_scope() {
+        let full = Status {
+            connected: true,
+            device_id: "d1".into(),
+            network: "wlan0".into(),
+            last_committed_seq: 9,
+            ..Status::default()
+        };
+        let text = status_text(&full);
+        assert!(
+            text.contains("device:    d1") && text.contains("seq: 9"),
+            "{text}"
+        );
+        let apps = Status {
+            scope: StatusScope::Apps as i32,
+            ..full.clone()
+        };
+        let text = status_text(&apps);
+        assert!(
+            text.contains("gateway:") && text.contains("heartbeat:"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("device:") && !text.contains("network:") && !text.contains("seq"),
+            "{text}"
+        );
+        let live = Status {
+            scope: StatusScope::Liveness as i32,
+            ..full
+        };
+        assert_eq!(status_json(&live)["scope"], "liveness");
+        let text = status_text(&live);
+        assert!(
+            text.starts_with("syspushd:  running, gateway link connected"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 }

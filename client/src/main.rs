@@ -67,7 +67,8 @@ enum Command {
         json: bool,
     },
     /// Check the daemon, its gateway link and every app; one PASS/FAIL line
-    /// each with a hint. Exits non-zero when something fails.
+    /// each with a hint (SKIP: the check could not run, and why). Exits
+    /// non-zero when something fails or is skipped.
     Doctor {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -78,7 +79,7 @@ enum Command {
     Test {
         /// The app id.
         app_id: String,
-        /// Give up after this many seconds.
+        /// Give up after this many seconds (the daemon's wait for the gateway included).
         #[arg(long, value_name = "S", default_value_t = 30)]
         timeout: u64,
     },
@@ -186,13 +187,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 let checks: Vec<serde_json::Value> = report
                     .checks
                     .iter()
-                    .map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail, "hint": c.hint}))
+                    .map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "skipped": c.skipped, "detail": c.detail, "hint": c.hint}))
                     .collect();
                 writeln!(out, "{}", serde_json::json!({"ok": ok, "checks": checks}))
                     .context("writing to stdout")?;
             } else {
                 for c in &report.checks {
-                    let mark = if c.ok { "PASS" } else { "FAIL" };
+                    // SKIP: the check could not run (detail says why).
+                    let mark = match (c.ok, c.skipped) {
+                        (true, _) => "PASS",
+                        (false, true) => "SKIP",
+                        (false, false) => "FAIL",
+                    };
                     writeln!(out, "{mark} {}: {}", c.name, c.detail)
                         .context("writing to stdout")?;
                     if !c.ok && !c.hint.is_empty() {
@@ -204,36 +210,45 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             return Ok(ok);
         }
         Command::Test { app_id, timeout } => {
-            // Subscribe first, so the test message cannot slip past us.
-            let mut listener = Listener::connect(&socket, app_id.clone()).await?;
-            let started = std::time::Instant::now();
-            let id = Client::connect(&socket).await?.test_push(&app_id).await?;
+            // The whole test, the daemon's wait for the gateway included,
+            // ends within --timeout.
             let bound = std::time::Duration::from_secs(timeout);
-            loop {
-                let left = bound.saturating_sub(started.elapsed());
-                let ev = tokio::time::timeout(left, listener.next())
-                    .await
-                    .map_err(|_| {
-                        anyhow::anyhow!("test push {id} did not arrive within {timeout} s")
-                    })??;
-                if let Event::Notification(d) = ev {
-                    // Other messages stay pending for the app itself.
-                    if d.notification.as_ref().is_some_and(|n| n.message_id == id) {
-                        let ms = started.elapsed().as_millis();
-                        listener
-                            .ack(std::slice::from_ref(&id))
-                            .await
-                            .context("acking")?;
-                        writeln!(
-                            out,
-                            "test push {id} arrived in {ms} ms (display={})",
-                            d.display
-                        )
-                        .context("writing to stdout")?;
-                        break;
+            let started = std::time::Instant::now();
+            let mut sent: Option<String> = None;
+            let arrived = tokio::time::timeout(bound, async {
+                // Subscribe first, so the test message cannot slip past us.
+                let mut listener = Listener::connect(&socket, app_id.clone()).await?;
+                let id = Client::connect(&socket)
+                    .await?
+                    .test_push_within(&app_id, bound.saturating_sub(started.elapsed()))
+                    .await?;
+                sent = Some(id.clone());
+                loop {
+                    if let Event::Notification(d) = listener.next().await? {
+                        // Other messages stay pending for the app itself.
+                        if d.notification.as_ref().is_some_and(|n| n.message_id == id) {
+                            let ms = started.elapsed().as_millis();
+                            listener
+                                .ack(std::slice::from_ref(&id))
+                                .await
+                                .context("acking")?;
+                            return anyhow::Ok((id, ms, d.display));
+                        }
                     }
                 }
-            }
+            })
+            .await;
+            let (id, ms, display) = match arrived {
+                Ok(r) => r?,
+                Err(_) => match sent {
+                    Some(id) => anyhow::bail!("test push {id} did not arrive within {timeout} s"),
+                    None => anyhow::bail!(
+                        "the daemon did not send a test push within {timeout} s (is the gateway reachable? see syspushctl doctor)"
+                    ),
+                },
+            };
+            writeln!(out, "test push {id} arrived in {ms} ms (display={display})")
+                .context("writing to stdout")?;
         }
         Command::Status { json: as_json } => {
             let status = Client::connect(&socket).await?.status().await?;

@@ -148,6 +148,13 @@ impl PackagesList {
         v
     }
 
+    /// Whether `uid` (in any user) is the uid of some package.
+    pub fn has_uid(&self, uid: u32) -> bool {
+        let mut c = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh(&mut c);
+        c.map.values().any(|u| *u == uid % PER_USER_RANGE)
+    }
+
     fn refresh(&self, c: &mut Cached) {
         let stamp = match std::fs::metadata(&self.path) {
             Ok(m) => {

@@ -63,6 +63,13 @@ impl Policy {
         apps.into_iter().collect()
     }
 
+    /// Whether `uid` owns at least one app id: it is listed with an
+    /// `[[app]]` or, with `packages_list`, is some package's uid. Root owns
+    /// none here (it is privileged instead: see the app socket's classes).
+    pub fn owns_any(&self, uid: u32) -> bool {
+        self.by_uid.contains_key(&uid) || self.packages.as_ref().is_some_and(|p| p.has_uid(uid))
+    }
+
     /// Every configured app id.
     pub fn configured_apps(&self) -> impl Iterator<Item = &str> {
         self.apps.iter().map(String::as_str)
@@ -94,6 +101,11 @@ mod tests {
         assert_eq!(p.apps_of(1001), ["chat", "mail"]);
         assert!(p.apps_of(5).is_empty());
         assert_eq!(p.apps_of(0), ["chat", "mail"]);
+        assert!(p.owns_any(1000) && p.owns_any(1001));
+        assert!(
+            !p.owns_any(5) && !p.owns_any(0),
+            "root owns no app, it is privileged"
+        );
     }
 
     #[test]
@@ -114,6 +126,11 @@ mod tests {
         assert!(p.may_act(1000, "com.example.mail"));
         assert!(p.may_act(0, "com.example.chat"));
         assert_eq!(p.apps_of(10123), ["com.example.chat", "tool"]);
+        assert!(
+            p.owns_any(10123) && p.owns_any(110_123),
+            "a package's uid, in any user"
+        );
+        assert!(!p.owns_any(10124));
         assert!(
             !Policy::from_apps(&[]).may_act(10123, "com.example.chat"),
             "off without the list"

@@ -10,19 +10,24 @@
 //! |-----------------|-------------------------------------------------------------|
 //! | `mod.rs`        | [`serve`]: the accept loop and the graceful stop            |
 //! | `context.rs`    | [`AppContext`], what every connection shares                |
-//! | `limits.rs`     | the connection caps (total and per uid)                     |
+//! | `caller.rs`     | [`Class`]: privileged, app or stranger, by the peer's uid   |
+//! | `limits.rs`     | [`Limits`]: connection budgets per class, deadlines, refusal |
 //! | `connection.rs` | one connection: frames in, answers and deliveries out       |
 //! | `feed.rs`       | deliveries from the store, a batch at a time, by cursor     |
 //! | `requests.rs`   | answering each request (hello, ack, idle, register, ...)    |
 //! | `status.rs`     | the Status answer                                           |
-//! | `diag.rs`       | settings, doctor and test push                              |
+//! | `diag.rs`       | settings and test push                                      |
+//! | `doctor.rs`     | doctor: its checks, PASS / FAIL / SKIP with the real cause  |
 //! | `journal.rs`    | [`DeliveryJournal`]: last delivery and error per app        |
 //! | `reply.rs`      | the framed connection type and reply builders (a leaf)      |
 //!
 //! Caps, so that no client can grow the daemon's memory without bound: per
-//! connection see `connection.rs`; connections: at most
-//! [`MAX_APP_CONNECTIONS`] in total and [`MAX_CONNECTIONS_PER_UID`] per uid
-//! (see `limits.rs`).
+//! connection see `connection.rs`; connections: budgets per caller class
+//! (root and `system_uids` have reserved slots, app uids their own share,
+//! uids that own no app a small pool), [`MAX_APP_CONNECTIONS`] in all, and
+//! deadlines for idle unsubscribed connections and half-sent frames, so
+//! that a crowd of strangers cannot lock the apps or the platform out (see
+//! `limits.rs`).
 //!
 //! Stopping (as mini-redis does): on shutdown [`serve`] stops accepting, and
 //! returns only once every connection task has finished, so that nothing
@@ -32,9 +37,11 @@
 //! after [`STOP_GRACE`], so the daemon still stops well inside the 2 s a
 //! supervisor allows.
 
+mod caller;
 mod connection;
 mod context;
 mod diag;
+mod doctor;
 mod feed;
 mod journal;
 mod limits;
@@ -50,16 +57,22 @@ use tokio::net::UnixListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use caller::Class;
 pub use context::AppContext;
 pub use feed::delivery;
 pub use journal::DeliveryJournal;
-pub use limits::{MAX_APP_CONNECTIONS, MAX_CONNECTIONS_PER_UID};
+pub use limits::{
+    FRAME_DEADLINE, IDLE_DEADLINE, Limits, MAX_APP_CONNECTIONS, MAX_CONNECTIONS_PER_APP_UID,
+    MAX_CONNECTIONS_PER_STRANGER, MAX_CONNECTIONS_PER_UID, MAX_STRANGER_CONNECTIONS,
+    PRIVILEGED_RESERVE,
+};
 pub use requests::{MAX_IN_FLIGHT, REQUEST_TIMEOUT};
 pub use status::status;
 
 use crate::clock;
-use connection::{Peer, connection};
-use limits::{ConnLimits, refuse};
+use caller::Peer;
+use connection::connection;
+use limits::{ConnLimits, MAX_LINGERING_REFUSALS, refuse, refuse_now};
 
 /// How long [`serve`] waits, after shutdown, for connection tasks still busy
 /// before aborting them. Well under the daemon's 2 s stop: the link's GoAway
@@ -70,14 +83,28 @@ pub const STOP_GRACE: Duration = Duration::from_secs(1);
 /// Returns once accepting has stopped and every connection task has ended
 /// (those still running after [`STOP_GRACE`] are aborted).
 pub async fn serve(listener: UnixListener, ctx: Arc<AppContext>, shutdown: CancellationToken) {
-    let limits = ConnLimits::default();
+    serve_with(listener, ctx, Limits::default(), shutdown).await;
+}
+
+/// [`serve`] under other budgets and deadlines than the default ones
+/// (tests shorten the deadlines).
+pub async fn serve_with(
+    listener: UnixListener,
+    ctx: Arc<AppContext>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let budgets = ConnLimits::new(limits);
     let mut tasks = JoinSet::new();
+    // Refused connections, each kept up to REFUSAL_LINGER (see limits.rs).
+    let mut refusals = JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             // Reap finished tasks as they end, so the set stays as small as
             // the number of live connections.
             Some(r) = tasks.join_next(), if !tasks.is_empty() => log_end(r),
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     let creds = match getsockopt(&stream, PeerCredentials) {
@@ -87,12 +114,17 @@ pub async fn serve(listener: UnixListener, ctx: Arc<AppContext>, shutdown: Cance
                             continue;
                         }
                     };
-                    match limits.admit(creds.uid(), creds.pid()) {
-                        Some(slot) => {
-                            let peer = Peer { uid: creds.uid(), pid: creds.pid() };
-                            tasks.spawn(connection(stream, peer, slot, ctx.clone(), shutdown.clone()));
+                    let (uid, pid) = (creds.uid(), creds.pid());
+                    let class = Class::of(&ctx, uid);
+                    match budgets.admit(uid, pid, class) {
+                        Ok(slot) => {
+                            let peer = Peer { uid, pid, class };
+                            tasks.spawn(connection(stream, peer, slot, ctx.clone(), limits, shutdown.clone()));
                         }
-                        None => refuse(stream),
+                        Err(cap) if refusals.len() < MAX_LINGERING_REFUSALS => {
+                            refusals.spawn(refuse(stream, cap));
+                        }
+                        Err(cap) => refuse_now(stream, &cap),
                     }
                 }
                 Err(e) => {
@@ -105,6 +137,7 @@ pub async fn serve(listener: UnixListener, ctx: Arc<AppContext>, shutdown: Cance
     }
     // No new connections from here on: the listener goes with this task.
     drop(listener);
+    refusals.shutdown().await;
     let drained = clock::timeout(STOP_GRACE, async {
         while let Some(r) = tasks.join_next().await {
             log_end(r);
@@ -131,5 +164,7 @@ fn log_end(r: Result<(), tokio::task::JoinError>) {
     }
 }
 
+#[cfg(test)]
+mod hardening_tests;
 #[cfg(test)]
 mod tests;

@@ -1,45 +1,94 @@
 //! One app request, answered: routing by request kind, the permission check
 //! each needs, and the requests that talk to the gateway.
 //!
-//! Register/unregister wait on the gateway (up to [`REQUEST_TIMEOUT`]) in a
-//! spawned task so the connection keeps delivering meanwhile; their answers
-//! come back through the connection's small bounded queue, and at most
-//! [`MAX_IN_FLIGHT`] run per connection. Settings, doctor and test push are
-//! answered by [`super::diag`], status by [`super::status`].
+//! Register/unregister (up to [`REQUEST_TIMEOUT`]), doctor and test push wait
+//! on the gateway: they run in flight ([`InFlight`], at most
+//! [`MAX_IN_FLIGHT`] per connection) while the connection keeps reading and
+//! delivering, and each answer is written when it is ready.
+//! Settings and test push are answered by [`super::diag`], doctor by
+//! [`super::doctor`], status by [`super::status`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
 use syspush_proto::app::{self, AppRequest, DaemonMessage, ErrorCode, app_request, daemon_message};
-use tokio::sync::{Semaphore, mpsc};
 
+use super::caller::Peer;
 use super::context::AppContext;
 use super::diag;
+use super::doctor;
 use super::feed::Feed;
 use super::reply::{Conn, error, msg};
 use super::status::status;
 use crate::clock;
-use crate::link::RequestError;
+use crate::link::{LinkHandle, RequestError};
 
 /// How long register/unregister wait for the gateway.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent register/unregister requests per connection.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-/// Answers `req` from `uid` on `conn`. `feed` is the connection's
-/// subscription (set by Hello); `out` and `permits` carry the answers of
-/// gateway requests running in their own tasks. An error ends the connection.
+/// Whether a request was answered on the spot or waits in [`InFlight`].
+pub(crate) enum Handled {
+    /// The answer has been written.
+    Answered,
+    /// Answered later, from [`InFlight`].
+    InFlight,
+}
+
+/// The requests of one connection that wait on the gateway: at most
+/// [`MAX_IN_FLIGHT`] at once, each a future polled by the connection's own
+/// task (so they end with it: an aborted connection leaves nothing behind).
+#[derive(Default)]
+pub(crate) struct InFlight(FuturesUnordered<BoxFuture<'static, DaemonMessage>>);
+
+impl InFlight {
+    /// Requests whose answers are still owed (the connection has no idle
+    /// deadline while one is).
+    pub(crate) fn waiting(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The next answer; pending while none is owed (cancel-safe).
+    pub(crate) async fn next_answer(&mut self) -> DaemonMessage {
+        match self.0.next().await {
+            Some(m) => m,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Adds a request; when MAX_IN_FLIGHT run already, first waits for one
+    /// of them and writes its answer (which pauses reading from the app).
+    async fn push(
+        &mut self,
+        conn: &mut Conn,
+        answer: impl Future<Output = DaemonMessage> + Send + 'static,
+    ) -> Result<(), String> {
+        if self.0.len() >= MAX_IN_FLIGHT {
+            let done = self.next_answer().await;
+            conn.send(done).await.map_err(|e| e.to_string())?;
+        }
+        self.0.push(Box::pin(answer));
+        Ok(())
+    }
+}
+
+/// Answers `req` from `peer` on `conn`. `feed` is the connection's
+/// subscription (set by Hello); requests that wait on the gateway run in
+/// `in_flight`. An error ends the connection.
 pub(crate) async fn handle(
     ctx: &Arc<AppContext>,
-    uid: u32,
+    peer: Peer,
     req: AppRequest,
     conn: &mut Conn,
     feed: &mut Option<Feed>,
-    out: &mpsc::Sender<DaemonMessage>,
-    permits: &Arc<Semaphore>,
-) -> Result<(), String> {
+    in_flight: &mut InFlight,
+) -> Result<Handled, String> {
     use app_request::Body;
+    let uid = peer.uid;
     let id = req.request_id;
     let denied = |app_id: &str| {
         error(
@@ -54,7 +103,8 @@ pub(crate) async fn handle(
             if !ctx.policy.may_act(uid, &h.app_id) {
                 denied(&h.app_id)
             } else {
-                return hello(ctx, uid, id, h.app_id, conn, feed).await;
+                hello(ctx, uid, id, h.app_id, conn, feed).await?;
+                return Ok(Handled::Answered);
             }
         }
         Some(Body::SetIdle(r)) => {
@@ -85,31 +135,53 @@ pub(crate) async fn handle(
             Err(e) if e.is_transient() => error(id, ErrorCode::ErrorUnavailable, e.to_string()),
             Err(e) => error(id, ErrorCode::ErrorInternal, e.to_string()),
         },
-        Some(Body::Status(_)) => msg(id, daemon_message::Body::Status(status(ctx, uid))),
-        Some(Body::Settings(r)) => diag::settings(ctx, uid, id, r),
-        Some(Body::Doctor(_)) => msg(
+        Some(Body::Status(_)) => msg(
             id,
-            daemon_message::Body::Doctor(diag::doctor(ctx, uid).await),
+            daemon_message::Body::Status(status(ctx, uid, peer.class)),
         ),
-        Some(Body::TestPush(r)) => diag::test_push(ctx, uid, id, r).await,
+        Some(Body::Settings(r)) => diag::settings(ctx, uid, id, r),
+        // Doctor and test push wait on the gateway: in flight, so the
+        // connection keeps delivering meanwhile.
+        Some(Body::Doctor(_)) => {
+            let ctx = ctx.clone();
+            in_flight
+                .push(conn, async move {
+                    msg(
+                        id,
+                        daemon_message::Body::Doctor(doctor::doctor(&ctx, peer).await),
+                    )
+                })
+                .await?;
+            return Ok(Handled::InFlight);
+        }
+        Some(Body::TestPush(r)) => {
+            let ctx = ctx.clone();
+            in_flight
+                .push(conn, async move { diag::test_push(&ctx, uid, id, r).await })
+                .await?;
+            return Ok(Handled::InFlight);
+        }
         Some(Body::Register(r)) => {
             if !ctx.policy.may_act(uid, &r.app_id) {
                 denied(&r.app_id)
             } else {
-                spawn_request(ctx, id, Request::Register(r.app_id), out, permits).await;
-                return Ok(());
+                let link = ctx.link.clone();
+                in_flight.push(conn, register(link, id, r.app_id)).await?;
+                return Ok(Handled::InFlight);
             }
         }
         Some(Body::Unregister(u)) => {
             if !ctx.policy.may_act(uid, &u.app_id) {
                 denied(&u.app_id)
             } else {
-                spawn_request(ctx, id, Request::Unregister(u.app_id), out, permits).await;
-                return Ok(());
+                let link = ctx.link.clone();
+                in_flight.push(conn, unregister(link, id, u.app_id)).await?;
+                return Ok(Handled::InFlight);
             }
         }
     };
-    conn.send(reply).await.map_err(|e| e.to_string())
+    conn.send(reply).await.map_err(|e| e.to_string())?;
+    Ok(Handled::Answered)
 }
 
 /// Hello (already permitted): subscribes the connection to `app_id` and
@@ -176,11 +248,6 @@ async fn hello(
     Ok(())
 }
 
-enum Request {
-    Register(String),
-    Unregister(String),
-}
-
 fn request_error(id: u64, e: RequestError) -> DaemonMessage {
     match e {
         RequestError::Unavailable => error(
@@ -193,43 +260,26 @@ fn request_error(id: u64, e: RequestError) -> DaemonMessage {
     }
 }
 
-/// Runs a gateway request in its own task (at most MAX_IN_FLIGHT per
-/// connection: beyond that, this waits, which pauses reading from the app).
-async fn spawn_request(
-    ctx: &Arc<AppContext>,
-    id: u64,
-    req: Request,
-    out: &mpsc::Sender<DaemonMessage>,
-    permits: &Arc<Semaphore>,
-) {
-    let Ok(permit) = permits.clone().acquire_owned().await else {
-        return;
-    };
-    let (link, out) = (ctx.link.clone(), out.clone());
-    tokio::spawn(async move {
-        let reply = match req {
-            Request::Register(app_id) => {
-                match clock::timeout(REQUEST_TIMEOUT, link.register(&app_id)).await {
-                    Ok(Ok(token)) => msg(
-                        id,
-                        daemon_message::Body::Registered(app::Registered { app_id, token }),
-                    ),
-                    Ok(Err(e)) => request_error(id, e),
-                    Err(_) => request_error(id, RequestError::Unavailable),
-                }
-            }
-            Request::Unregister(app_id) => {
-                match clock::timeout(REQUEST_TIMEOUT, link.unregister(&app_id)).await {
-                    Ok(Ok(())) => msg(
-                        id,
-                        daemon_message::Body::Unregistered(app::Unregistered { app_id }),
-                    ),
-                    Ok(Err(e)) => request_error(id, e),
-                    Err(_) => request_error(id, RequestError::Unavailable),
-                }
-            }
-        };
-        let _ = out.send(reply).await;
-        drop(permit);
-    });
+/// Register (already permitted), answered when the gateway answers.
+async fn register(link: LinkHandle, id: u64, app_id: String) -> DaemonMessage {
+    match clock::timeout(REQUEST_TIMEOUT, link.register(&app_id)).await {
+        Ok(Ok(token)) => msg(
+            id,
+            daemon_message::Body::Registered(app::Registered { app_id, token }),
+        ),
+        Ok(Err(e)) => request_error(id, e),
+        Err(_) => request_error(id, RequestError::Unavailable),
+    }
+}
+
+/// Unregister (already permitted), answered when the gateway answers.
+async fn unregister(link: LinkHandle, id: u64, app_id: String) -> DaemonMessage {
+    match clock::timeout(REQUEST_TIMEOUT, link.unregister(&app_id)).await {
+        Ok(Ok(())) => msg(
+            id,
+            daemon_message::Body::Unregistered(app::Unregistered { app_id }),
+        ),
+        Ok(Err(e)) => request_error(id, e),
+        Err(_) => request_error(id, RequestError::Unavailable),
+    }
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppContext, serve};
+use super::{AppContext, Limits, serve_with};
 use crate::activation::bind;
 use crate::clock;
 use crate::config::AppConfig;
@@ -29,15 +29,15 @@ use crate::store::Store;
 use app::{AckRequest, Hello, RegisterRequest, StatusRequest};
 use daemon_message::Body as Out;
 
-struct Rig {
+pub(super) struct Rig {
     _dir: tempfile::TempDir,
-    store: Arc<Store>,
-    hub: Arc<Hub>,
-    path: PathBuf,
-    link_rx: Option<mpsc::Receiver<crate::link::LinkCommand>>,
-    cancel: CancellationToken,
-    ctx: Arc<AppContext>,
-    server: tokio::task::JoinHandle<()>,
+    pub(super) store: Arc<Store>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) path: PathBuf,
+    pub(super) link_rx: Option<mpsc::Receiver<crate::link::LinkCommand>>,
+    pub(super) cancel: CancellationToken,
+    pub(super) ctx: Arc<AppContext>,
+    pub(super) server: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Rig {
@@ -46,7 +46,7 @@ impl Drop for Rig {
     }
 }
 
-fn app_cfg(id: &str, uids: &[u32]) -> AppConfig {
+pub(super) fn app_cfg(id: &str, uids: &[u32]) -> AppConfig {
     AppConfig {
         id: id.into(),
         uids: uids.to_vec(),
@@ -56,6 +56,11 @@ fn app_cfg(id: &str, uids: &[u32]) -> AppConfig {
 }
 
 fn rig(apps: &[AppConfig]) -> Rig {
+    rig_with(apps, Limits::default())
+}
+
+/// A rig whose socket runs under `limits` (tests shorten the deadlines).
+pub(super) fn rig_with(apps: &[AppConfig], limits: Limits) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
     // Reachable by the other-uid client process.
     std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).expect("chmod");
@@ -76,7 +81,7 @@ fn rig(apps: &[AppConfig]) -> Rig {
         journal: Default::default(),
     });
     let cancel = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, ctx.clone(), cancel.clone()));
+    let server = tokio::spawn(serve_with(listener, ctx.clone(), limits, cancel.clone()));
     Rig {
         _dir: dir,
         store,
@@ -89,16 +94,16 @@ fn rig(apps: &[AppConfig]) -> Rig {
     }
 }
 
-struct Client(Framed<UnixStream, DelimitedCodec<DaemonMessage>>);
+pub(super) struct Client(pub(super) Framed<UnixStream, DelimitedCodec<DaemonMessage>>);
 
 impl Client {
-    async fn connect(path: &Path) -> Self {
+    pub(super) async fn connect(path: &Path) -> Self {
         Self(Framed::new(
             UnixStream::connect(path).await.expect("connect"),
             DelimitedCodec::new(),
         ))
     }
-    async fn send(&mut self, request_id: u64, body: app_request::Body) {
+    pub(super) async fn send(&mut self, request_id: u64, body: app_request::Body) {
         self.0
             .send(AppRequest {
                 request_id,
@@ -108,19 +113,19 @@ impl Client {
             .expect("send");
     }
     /// Next message; a bound only so that a broken daemon fails the test instead of hanging it.
-    async fn recv(&mut self) -> Option<DaemonMessage> {
+    pub(super) async fn recv(&mut self) -> Option<DaemonMessage> {
         clock::timeout(Duration::from_secs(10), self.0.next())
             .await
             .expect("daemon answered in time")
             .map(|r| r.expect("valid frame"))
     }
-    async fn body(&mut self) -> (u64, Out) {
+    pub(super) async fn body(&mut self) -> (u64, Out) {
         let m = self.recv().await.expect("a message");
         (m.request_id, m.body.expect("body"))
     }
 }
 
-fn note(id: &str, app: &str, title: &str) -> Option<Notification> {
+pub(super) fn note(id: &str, app: &str, title: &str) -> Option<Notification> {
     Some(Notification {
         message_id: id.into(),
         app_id: app.into(),
@@ -129,7 +134,7 @@ fn note(id: &str, app: &str, title: &str) -> Option<Notification> {
     })
 }
 
-fn delivered(b: Out) -> (String, bool) {
+pub(super) fn delivered(b: Out) -> (String, bool) {
     match b {
         Out::Notification(d) => (d.notification.expect("notification").message_id, d.display),
         other => panic!("expected a delivery, got {other:?}"),
@@ -489,6 +494,7 @@ async fn busy_connection(
         1,
         app_request::Body::TestPush(app::TestPushRequest {
             app_id: "chat".into(),
+            timeout_ms: None,
         }),
     )
     .await;

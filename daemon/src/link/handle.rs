@@ -212,4 +212,10 @@ impl LinkHandle {
     pub fn status(&self) -> LinkStatus {
         lock(&self.status).clone()
     }
+
+    /// Changes the link state the app side sees: for an embedder driving
+    /// the link itself (a handle from [`LinkHandle::channel`]), and tests.
+    pub fn update_status(&self, f: impl FnOnce(&mut LinkStatus)) {
+        f(&mut lock(&self.status));
+    }
 }
