@@ -11,7 +11,10 @@ use syspush_client::{Client, Event, Listener};
 const BOUND: Duration = Duration::from_secs(20);
 
 async fn next_id(l: &mut Listener) -> Result<String> {
-    match tokio::time::timeout(BOUND, l.next()).await.context("no delivery in time")?? {
+    match tokio::time::timeout(BOUND, l.next())
+        .await
+        .context("no delivery in time")??
+    {
         Event::Notification(d) => Ok(d.notification.context("empty delivery")?.message_id),
         other => bail!("wanted a notification, got {other:?}"),
     }
