@@ -2,7 +2,7 @@
 //! ClientHello contents, one commit + one cumulative Ack for frames that
 //! arrive together (sent at once, not with the next heartbeat), delivery to
 //! an app, register, heartbeat and a dead link, resume from the committed
-//! seq, and GoAway on shutdown.
+//! seq, and GoAway on shutdown; a gateway gone silent gets a TCP reset.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,7 +22,7 @@ use syspush_proto::device_codec::{decode, encode, frame};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::codec::Framed;
 
 type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
@@ -282,4 +282,44 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
         .expect("join")
         .expect("clean exit");
     assert!(!socket.exists(), "socket removed on exit");
+}
+
+/// A gateway that stops answering (a NAT that forgot the mapping) gets a
+/// reset once the Ping times out, not an orderly close: with a FIN, the
+/// kernel would keep retransmitting the unanswered Ping into the dead mapping.
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_gateway_gets_a_reset_after_the_pong_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acceptor = tls(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let text = format!(
+        "gateway = \"https://{addr}\"\nca_file = \"ca.pem\"\ndevice_id = \"dev-1\"\ndevice_secret = \"s3cret\"\n\
+         state_dir = \"state\"\nsocket_path = \"d.sock\"\nheartbeat_s = 1\npong_timeout_s = 1\n"
+    );
+    let config = syspushd::config::Config::from_toml(&text, dir.path()).expect("config");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(syspushd::run(config, async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut ws = accept(&listener, &acceptor).await;
+    assert!(matches!(recv(&mut ws).await, Body::ClientHello(_)));
+    send(&mut ws, vec![server_hello(1)]).await;
+    assert!(matches!(recv(&mut ws).await, Body::Ping(_)));
+    // No Pong: after the pong timeout the daemon gives up on the connection.
+    match bounded("the daemon to drop the connection", ws.next()).await {
+        Some(Err(tungstenite::Error::Io(e))) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "a reset, not an orderly close: {e}"
+        ),
+        other => panic!("expected a connection reset, got {other:?}"),
+    }
+
+    stop_tx.send(()).expect("stop");
+    bounded("the daemon to stop", daemon)
+        .await
+        .expect("join")
+        .expect("clean exit");
 }

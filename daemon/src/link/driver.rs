@@ -2,8 +2,9 @@
 //! waits on the boot-time timer, the WebSocket, app requests, network changes
 //! and shutdown; it feeds what arrives to the sans-I/O [`Session`], hands the
 //! session's application events to [`Effects`], drops the transport when the
-//! session says so ([`DriverEvent::Disconnect`]) and flushes the frames it
-//! queued, bounded by the session's next deadline.
+//! session says so ([`DriverEvent::Disconnect`]; with a TCP reset on
+//! [`DriverEvent::Abort`]) and flushes the frames it queued, bounded by the
+//! session's next deadline.
 //!
 //! Frames that are already readable when one arrives are drained and handled
 //! together: their deliveries go into ONE store transaction with the new
@@ -24,7 +25,7 @@ use crate::session::{DriverEvent, Session};
 
 use super::connect::{Dialer, Ws};
 use super::effects::Effects;
-use super::error::{LinkError, Shared, TransportError};
+use super::error::{LinkError, ProtocolError, Shared, TransportError};
 use super::handle::LinkCommand;
 use super::network::Network;
 
@@ -123,7 +124,10 @@ impl Driver {
             // requests queues their frames; both must go out now, not with the
             // next heartbeat.
             self.process();
-            if self.disconnect_requested() {
+            if let Some(teardown) = self.teardown_requested() {
+                if teardown == DriverEvent::Abort {
+                    abort(ws);
+                }
                 return Ok(Ended::Disconnected);
             }
             if let Err(e) = self.flush(ws).await {
@@ -178,16 +182,17 @@ impl Driver {
             .publish_status(&self.session, self.network.current());
     }
 
-    /// Drains the driver's own events: whether the transport must be dropped.
-    fn disconnect_requested(&mut self) -> bool {
-        let mut disconnect = false;
+    /// Drains the driver's own events: whether (and how) the transport must
+    /// be dropped.
+    fn teardown_requested(&mut self) -> Option<DriverEvent> {
+        let mut teardown = None;
         while let Some(ev) = self.session.poll_driver_event() {
             match ev {
-                DriverEvent::Disconnect => disconnect = true,
+                DriverEvent::Disconnect | DriverEvent::Abort => teardown = Some(ev),
             }
         }
-        debug_assert_eq!(disconnect, self.session.is_disconnected());
-        disconnect
+        debug_assert_eq!(teardown.is_some(), self.session.is_disconnected());
+        teardown
     }
 
     /// Feeds one WebSocket message to the session; false once the transport is done.
@@ -197,16 +202,22 @@ impl Driver {
         m: Option<Result<Message, tungstenite::Error>>,
     ) -> bool {
         let failure = match m {
-            Some(Ok(Message::Binary(bytes))) => match device_codec::decode(&bytes) {
-                Ok(frame) => {
-                    self.session.handle_frame(now, frame);
-                    return !self.session.is_disconnected();
+            Some(Ok(Message::Binary(bytes))) => {
+                match device_codec::decode(&bytes) {
+                    Ok(frame) => self.session.handle_frame(now, frame),
+                    Err(e) => self
+                        .session
+                        .handle_malformed(now, ProtocolError::BadFrame(Shared::new(e))),
                 }
-                Err(e) => TransportError::BadFrame(Shared::new(e)),
-            },
+                return !self.session.is_disconnected();
+            }
             // Answered by tungstenite itself; not our heartbeat.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return true,
-            Some(Ok(Message::Text(_))) => TransportError::UnexpectedText,
+            Some(Ok(Message::Text(_))) => {
+                self.session
+                    .handle_malformed(now, ProtocolError::UnexpectedText);
+                return !self.session.is_disconnected();
+            }
             Some(Ok(Message::Close(c))) => TransportError::closed(c),
             Some(Err(e)) => TransportError::Receive(Shared::new(e)),
             None => TransportError::Eof,
@@ -260,5 +271,17 @@ impl Driver {
         })
         .await;
         tracing::info!(goaway, "link closed for shutdown");
+    }
+}
+
+/// Makes dropping `ws` reset the TCP connection (zero linger) instead of
+/// closing it: the kernel discards what is unsent or unacknowledged — the
+/// unanswered Ping — rather than retransmitting it into a dead NAT mapping for
+/// minutes, and the socket does not linger in FIN_WAIT.
+fn abort(ws: &Ws) {
+    let (tcp, _) = ws.get_ref().get_ref();
+    match tcp.set_zero_linger() {
+        Ok(()) => tracing::debug!("resetting the silent connection"),
+        Err(e) => tracing::warn!(error = %e, "cannot reset the silent connection; closing it"),
     }
 }

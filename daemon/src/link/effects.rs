@@ -185,6 +185,9 @@ impl Effects {
                     CloseReason::Transport(error) => {
                         tracing::warn!(error = %error, redial_in_ms, "link down")
                     }
+                    CloseReason::Protocol(error) => {
+                        tracing::warn!(error = %error, redial_in_ms, "gateway broke the protocol")
+                    }
                     other => tracing::warn!(reason = ?other, redial_in_ms, "link down"),
                 }
                 self.notifier.status("disconnected; reconnecting");
@@ -249,7 +252,7 @@ impl Effects {
         let mut s = lock(&self.status);
         s.connected = session.is_live();
         s.live_since = session.live_since();
-        s.heartbeat = session.heartbeat();
+        s.heartbeat = session.planned_heartbeat();
         s.last_rx = session.last_rx();
         s.reconnects = session.reconnects();
         s.heartbeat_state = Some(session.heartbeat_state());

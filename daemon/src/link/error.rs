@@ -3,7 +3,9 @@
 //! classified where it is seen — [`DialFailure`], [`TlsFailure`] — from the
 //! io, rustls, tungstenite and store error types, never from their text, and
 //! the original error is kept as the source (its text is what the log and
-//! doctor show). [`LinkFailure`] is the last failure the status keeps.
+//! doctor show). [`ProtocolError`] ends one connection too, but bytes did
+//! arrive: the gateway, not the path, is at fault. [`LinkFailure`] is the
+//! last failure the status keeps.
 //!
 //! A leaf: the session (for its close reasons), the status and doctor use
 //! these types; nothing here uses the rest of the link.
@@ -13,6 +15,7 @@ use std::io;
 use std::sync::Arc;
 
 use syspush_proto::CodecError;
+use syspush_proto::device::frame::Body;
 use tokio_tungstenite::tungstenite;
 
 use crate::enroll::EnrollError;
@@ -119,12 +122,6 @@ pub enum TransportError {
     /// A frame to send could not be encoded.
     #[error("encode: {0}")]
     Encode(#[source] Shared<CodecError>),
-    /// The gateway sent a frame that does not decode.
-    #[error("bad frame from gateway: {0}")]
-    BadFrame(#[source] Shared<CodecError>),
-    /// The gateway sent a text message (the protocol is binary).
-    #[error("unexpected text message from gateway")]
-    UnexpectedText,
     /// The gateway closed the WebSocket (with a close frame, if `code` is set).
     #[error("{}", closed_text(*code, reason))]
     ClosedByGateway {
@@ -140,6 +137,60 @@ pub enum TransportError {
     /// resends them on the next connection.
     #[error("store: {0}")]
     Commit(#[source] Shared<StoreError>),
+}
+
+/// How the gateway broke the protocol. Bytes from it did arrive — the path
+/// is alive, unlike with a [`TransportError`] — but not ones the session may
+/// act on, so the connection ends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A binary message that does not decode as a frame.
+    #[error("bad frame from gateway: {0}")]
+    BadFrame(#[source] Shared<CodecError>),
+    /// A text message (the protocol is binary).
+    #[error("unexpected text message from gateway")]
+    UnexpectedText,
+    /// A frame that has no place at this point of the session.
+    #[error("expected {expected}, got {got}")]
+    UnexpectedFrame {
+        /// What the session waited for.
+        expected: &'static str,
+        /// What came.
+        got: &'static str,
+    },
+}
+
+impl ProtocolError {
+    /// `got` came where only `expected` may.
+    pub fn unexpected(expected: &'static str, got: &Body) -> Self {
+        ProtocolError::UnexpectedFrame {
+            expected,
+            got: body_name(got),
+        }
+    }
+}
+
+fn body_name(b: &Body) -> &'static str {
+    match b {
+        Body::ClientHello(_) => "ClientHello",
+        Body::ServerHello(_) => "ServerHello",
+        Body::Deliver(_) => "Deliver",
+        Body::Ack(_) => "Ack",
+        Body::Register(_) => "Register",
+        Body::Registered(_) => "Registered",
+        Body::Unregister(_) => "Unregister",
+        Body::Unregistered(_) => "Unregistered",
+        Body::Ping(_) => "Ping",
+        Body::Pong(_) => "Pong",
+        Body::Goaway(_) => "GoAway",
+        Body::Error(_) => "Error",
+        Body::SetIdle(_) => "SetIdle",
+        Body::TokenRevoked(_) => "TokenRevoked",
+        Body::TokenStatusRequest(_) => "TokenStatusRequest",
+        Body::TokenStatusReply(_) => "TokenStatusReply",
+        Body::TestPushRequest(_) => "TestPushRequest",
+        Body::TestPushReply(_) => "TestPushReply",
+    }
 }
 
 fn closed_text(code: Option<u16>, reason: &str) -> String {
@@ -169,6 +220,12 @@ impl TransportError {
     /// Committing deliveries failed.
     pub fn commit(e: StoreError) -> Self {
         TransportError::Commit(Shared::new(e))
+    }
+
+    /// Whether the failure is a message from the gateway (a WebSocket
+    /// close): bytes arrived, so the path to it was alive.
+    pub fn came_from_gateway(&self) -> bool {
+        matches!(self, TransportError::ClosedByGateway { .. })
     }
 
     /// The gateway ended the WebSocket with `frame` (None: no close frame).

@@ -93,7 +93,8 @@ pub struct LinkStatus {
     pub connected: bool,
     /// Boot time the session came up.
     pub live_since: Option<Duration>,
-    /// Heartbeat interval in force.
+    /// Heartbeat interval in force or, while disconnected, the one the next
+    /// session starts from (None: no network).
     pub heartbeat: Option<Duration>,
     /// Boot time of the last frame from the gateway.
     pub last_rx: Option<Duration>,

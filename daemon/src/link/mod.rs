@@ -47,7 +47,8 @@ use network::Network;
 use replies::Replies;
 
 pub use error::{
-    ConnectFailure, DialFailure, LinkError, LinkFailure, Shared, TlsFailure, TransportError,
+    ConnectFailure, DialFailure, LinkError, LinkFailure, ProtocolError, Shared, TlsFailure,
+    TransportError,
 };
 pub use handle::{LinkCommand, LinkHandle, LinkStatus, RequestError};
 

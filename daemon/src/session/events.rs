@@ -9,7 +9,7 @@ use syspush_proto::common::Notification;
 use syspush_proto::device;
 
 use crate::heartbeat::Learned;
-use crate::link::error::TransportError;
+use crate::link::error::{ProtocolError, TransportError};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +34,26 @@ pub enum CloseReason {
         /// Gateway's message.
         message: String,
     },
-    /// The gateway broke the protocol.
-    Protocol(String),
+    /// The gateway broke the protocol (its bytes arrived: the path is alive).
+    Protocol(ProtocolError),
     /// The default route went away: nothing to dial until it is back.
     NetworkLost,
     /// The device moved to another network: redial on it at once.
     NetworkChanged,
+}
+
+impl CloseReason {
+    /// How the driver drops the transport closed for this reason: with a
+    /// reset when the gateway went silent (what was sent is unanswered, and a
+    /// normal close would keep it retransmitted into a likely dead mapping).
+    pub(super) fn teardown(&self) -> DriverEvent {
+        match self {
+            CloseReason::PongTimeout
+            | CloseReason::HandshakeTimeout
+            | CloseReason::Transport(TransportError::SendStalled) => DriverEvent::Abort,
+            _ => DriverEvent::Disconnect,
+        }
+    }
 }
 
 /// Something the I/O driver must do with the transport.
@@ -48,6 +62,12 @@ pub enum DriverEvent {
     /// The connection is over: drop the transport (frames still queued for it
     /// were discarded). When to dial again is [`super::Session::poll_timeout`].
     Disconnect,
+    /// The connection is over because the gateway went silent (a Ping, the
+    /// handshake or a write went unanswered): drop the transport with a
+    /// reset (zero linger). The path is most likely dead — a NAT that forgot
+    /// the mapping — and a normal close would leave the kernel retransmitting
+    /// the unanswered bytes into it for minutes.
+    Abort,
 }
 
 /// Something the application side must act on: messages to commit, answers

@@ -18,9 +18,12 @@
 //! gateway postpones it); an Ack only right after a commit, one per batch.
 //! The interval comes from the [`HeartbeatPolicy`], which is told the silence
 //! each answered (or unanswered) Ping survived; an unanswered Ping closes the
-//! link and the first redial is immediate. The driver reports network changes
-//! ([`Session::network_up`], [`Session::network_lost`]): without a network
-//! the session waits with no timer at all; a new network redials at once.
+//! link (with a reset: see [`DriverEvent::Abort`]) and the first redial is
+//! immediate. Anything that arrives — even bytes that are not a frame —
+//! proves the path alive: it is never taught to the policy as a failure.
+//! The driver reports network changes ([`Session::network_up`],
+//! [`Session::network_lost`]): without a network the session waits with no
+//! timer at all; a new network redials at once.
 //!
 //! Parts: `config` (what the session is given), `events` (its two output
 //! queues' items), `requests` (the one queue of requests to the gateway),
@@ -41,7 +44,7 @@ use syspush_proto::device::{self, Frame, frame::Body};
 use syspush_proto::device_codec::frame;
 
 use crate::heartbeat::{HeartbeatPolicy, HeartbeatState, Learned};
-use crate::link::error::TransportError;
+use crate::link::error::{ProtocolError, TransportError};
 use phase::{Live, Phase};
 use redial::Redial;
 use requests::{Request, Requests};
@@ -55,10 +58,10 @@ pub use events::{CloseReason, DriverEvent, Event};
 /// - getters, which change nothing: [`Session::wants_dial`],
 ///   [`Session::is_live`], [`Session::is_offline`], [`Session::heartbeat`], ...;
 /// - inputs from the driver (`handle_*` and the transport/network reports):
-///   [`Session::handle_frame`], [`Session::handle_timeout`],
-///   [`Session::dial_started`], [`Session::transport_open`],
-///   [`Session::transport_failed`], [`Session::network_up`],
-///   [`Session::network_lost`];
+///   [`Session::handle_frame`], [`Session::handle_malformed`],
+///   [`Session::handle_timeout`], [`Session::dial_started`],
+///   [`Session::transport_open`], [`Session::transport_failed`],
+///   [`Session::network_up`], [`Session::network_lost`];
 /// - mutators, from the application side: [`Session::committed`],
 ///   [`Session::register`] (and the other requests), [`Session::cancel`],
 ///   [`Session::set_idle`], [`Session::shutdown`];
@@ -68,8 +71,8 @@ pub use events::{CloseReason, DriverEvent, Event};
 ///
 /// Call order: after any input or mutator, drain `poll_event` (committing
 /// deliveries calls [`Session::committed`], which queues the Ack), then
-/// `poll_driver_event` (a `Disconnect` drops the transport), then
-/// `poll_transmit` onto the transport, and finally arm the timer at
+/// `poll_driver_event` (a `Disconnect` drops the transport, an `Abort` resets
+/// it), then `poll_transmit` onto the transport, and finally arm the timer at
 /// `poll_timeout`; call `handle_timeout` when it fires (an early call does
 /// nothing). While [`Session::wants_dial`] says so, dial: `dial_started`, then
 /// `transport_open` or `transport_failed`. Every `now` is boot time and must
@@ -164,13 +167,16 @@ impl Session {
 
     /// Dialing failed or the transport closed/errored.
     pub fn transport_failed(&mut self, now: Duration, error: TransportError) {
-        // The link died while a heartbeat was out (a NAT that answers an
-        // expired mapping with a reset): that silence was too long.
-        self.heartbeat_failed(now);
-        if matches!(
-            self.phase,
-            Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Live(_)
-        ) {
+        if error.came_from_gateway() {
+            // A close message arrived: the path carried it, whatever the
+            // gateway meant by it.
+            self.received(now);
+        } else {
+            // The link died while a heartbeat was out (a NAT that answers an
+            // expired mapping with a reset): that silence was too long.
+            self.heartbeat_failed(now);
+        }
+        if self.is_connecting() {
             self.close(now, CloseReason::Transport(error));
         }
     }
@@ -191,18 +197,12 @@ impl Session {
                 Body::Goaway(g) => self.on_goaway(now, g),
                 other => self.close(
                     now,
-                    CloseReason::Protocol(format!(
-                        "expected ServerHello, got {}",
-                        body_name(&other)
-                    )),
+                    CloseReason::Protocol(ProtocolError::unexpected("ServerHello", &other)),
                 ),
             },
-            Phase::Live(live) => {
+            Phase::Live(_) => {
                 // Any frame is proof of life: it also answers an outstanding Ping.
-                live.last_rx = now;
-                let answered = live.ping.take();
-                self.last_rx = Some(now);
-                if let Some((_, silence)) = answered {
+                if let Some(silence) = self.received(now) {
                     let before = self.policy.learned();
                     self.policy.on_success(now, silence);
                     self.note_learned(before);
@@ -213,6 +213,29 @@ impl Session {
             // to drop it; nothing in it may be acted on (its Ack would be lost).
             Phase::Waiting { .. } | Phase::Dialing { .. } | Phase::Offline | Phase::Stopped => {}
         }
+    }
+
+    /// Bytes arrived from the gateway that are not a frame (a message that
+    /// does not decode, a text message): it broke the protocol, and the
+    /// connection ends. They did arrive, though, so the path is alive: an
+    /// outstanding Ping is no heartbeat failure — nor a success, as nothing
+    /// answered it — and the policy learns nothing from it.
+    pub fn handle_malformed(&mut self, now: Duration, error: ProtocolError) {
+        self.received(now);
+        if matches!(self.phase, Phase::Handshaking { .. } | Phase::Live(_)) {
+            self.close(now, CloseReason::Protocol(error));
+        }
+    }
+
+    /// Something arrived on a live session at `now`: notes it, and returns
+    /// the silence before the Ping it ends, if one was outstanding.
+    fn received(&mut self, now: Duration) -> Option<Duration> {
+        let Phase::Live(live) = &mut self.phase else {
+            return None;
+        };
+        live.last_rx = now;
+        self.last_rx = Some(now);
+        live.ping.take().map(|(_, silence)| silence)
     }
 
     fn on_server_hello(&mut self, now: Duration, sh: device::ServerHello) {
@@ -489,7 +512,7 @@ impl Session {
         // carries the committed seq, and requests are resent.
         self.transmit.clear();
         self.phase = Phase::Waiting { dial_at: redial_at };
-        self.driver_events.push_back(DriverEvent::Disconnect);
+        self.driver_events.push_back(reason.teardown());
         self.events.push_back(Event::Closed {
             reason,
             redial_at: Some(redial_at),
@@ -545,6 +568,16 @@ impl Session {
         }
     }
 
+    /// The heartbeat interval in force or, between connections, the one the
+    /// next session starts from (the gateway's bounds may still narrow it):
+    /// what was learned, not the configured start. None without a network.
+    pub fn planned_heartbeat(&self) -> Option<Duration> {
+        match &self.phase {
+            Phase::Offline | Phase::Stopped => None,
+            _ => Some(self.policy.interval()),
+        }
+    }
+
     /// Boot time of the last frame received from the gateway (any session).
     pub fn last_rx(&self) -> Option<Duration> {
         self.last_rx
@@ -558,29 +591,6 @@ impl Session {
     /// Highest seq acked (or announced in the ClientHello).
     pub fn acked_seq(&self) -> u64 {
         self.acked_seq
-    }
-}
-
-fn body_name(b: &Body) -> &'static str {
-    match b {
-        Body::ClientHello(_) => "ClientHello",
-        Body::ServerHello(_) => "ServerHello",
-        Body::Deliver(_) => "Deliver",
-        Body::Ack(_) => "Ack",
-        Body::Register(_) => "Register",
-        Body::Registered(_) => "Registered",
-        Body::Unregister(_) => "Unregister",
-        Body::Unregistered(_) => "Unregistered",
-        Body::Ping(_) => "Ping",
-        Body::Pong(_) => "Pong",
-        Body::Goaway(_) => "GoAway",
-        Body::Error(_) => "Error",
-        Body::SetIdle(_) => "SetIdle",
-        Body::TokenRevoked(_) => "TokenRevoked",
-        Body::TokenStatusRequest(_) => "TokenStatusRequest",
-        Body::TokenStatusReply(_) => "TokenStatusReply",
-        Body::TestPushRequest(_) => "TestPushRequest",
-        Body::TestPushReply(_) => "TestPushReply",
     }
 }
 

@@ -583,3 +583,6 @@ fn the_driver_is_told_to_drop_the_transport_once_per_close() {
     s.dial_started(now);
     assert_eq!(s.poll_driver_event(), None);
 }
+
+#[path = "liveness_tests.rs"]
+mod liveness;
