@@ -125,7 +125,12 @@ pub(crate) async fn accept(
             message_id,
             expired,
         } => {
-            tracing::info!(device_id, app_id, message_id, "retry of an idempotency key: nothing created");
+            tracing::info!(
+                device_id,
+                app_id,
+                message_id,
+                "retry of an idempotency key: nothing created"
+            );
             n.message_id = message_id;
             Ok(Accepted::Replayed {
                 dropped_offline: expired,

@@ -405,8 +405,12 @@ fn a_forced_logout_records_the_notice_with_the_revocation() {
 #[test]
 fn expired_messages_count_when_read_before_any_sweep() {
     let (_d, store) = open();
-    store.enqueue("dev", &msg("a", "m", 1_000)).expect("enqueue");
-    store.enqueue("dev", &msg("other", "o", 1_000)).expect("enqueue");
+    store
+        .enqueue("dev", &msg("a", "m", 1_000))
+        .expect("enqueue");
+    store
+        .enqueue("dev", &msg("other", "o", 1_000))
+        .expect("enqueue");
     assert_eq!(store.pending_for("dev", "a", 500).expect("pending"), 1);
     assert_eq!(drop_count(&store, "expired", 500), 0);
     // Past its expiry, nothing having read the queue: expired, not pending.

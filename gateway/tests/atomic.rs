@@ -161,7 +161,11 @@ async fn a_crash_during_a_forced_logout_never_hides_the_revocation_from_the_devi
         .await;
     let revoked = store.inner.token(&token).unwrap().unwrap().state
         == syspush_gateway::store::TokenState::Revoked;
-    let told = !store.inner.revocations(&creds.device_id).unwrap().is_empty();
+    let told = !store
+        .inner
+        .revocations(&creds.device_id)
+        .unwrap()
+        .is_empty();
     assert_eq!(
         revoked, told,
         "token revoked: {revoked}, device notice recorded: {told}"

@@ -97,7 +97,10 @@ async fn a_retry_with_the_same_idempotency_key_creates_nothing() {
     assert_eq!(again, first, "a retry answers the first message_id");
     // The same key with another request is refused, not merged.
     let (status, resp) = gw
-        .send_keyed("order-7", json!({"token": token, "title": "pay", "desc": "43"}))
+        .send_keyed(
+            "order-7",
+            json!({"token": token, "title": "pay", "desc": "43"}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
     // Keys are per app: another app's "order-7" is its own message.
@@ -151,7 +154,10 @@ async fn a_ttl0_drop_is_replayed_too() {
         tokio::task::yield_now().await;
     }
     let (status, first) = gw.send_keyed("now-1", body.clone()).await;
-    assert_eq!((status, &first["dropped"]), (StatusCode::OK, &json!("device offline")));
+    assert_eq!(
+        (status, &first["dropped"]),
+        (StatusCode::OK, &json!("device offline"))
+    );
     let (_, again) = gw.send_keyed("now-1", body).await;
     assert_eq!(again, first);
     gw.shutdown().await;
@@ -162,7 +168,9 @@ async fn messages_dropped_by_a_logout_count_as_revoked() {
     let gw = TestGateway::start().await;
     let (_creds, mut link, token) = gw.device().await;
     for i in 0..3 {
-        let (status, _) = gw.send(json!({"token": token, "title": format!("m{i}")})).await;
+        let (status, _) = gw
+            .send(json!({"token": token, "title": format!("m{i}")}))
+            .await;
         assert_eq!(status, StatusCode::OK);
     }
     // Delivered, never acked: still the gateway's to drop.

@@ -15,9 +15,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
+use prost::Message as _;
 use serde::Deserialize;
 use serde_json::json;
-use prost::Message as _;
 use syspush_proto::common::{MessageClass, Notification, Priority, Sender};
 
 use super::auth::{authenticate_app, live_token};
@@ -346,7 +346,10 @@ mod tests {
             format!(r#"{{"token":"t","collapse_key":"{big}"}}"#),
             format!(r#"{{"token":"t","channel_id":"{big}"}}"#),
         ] {
-            assert!(matches!(req(&json), Err(ApiError::TooLarge(_))), "{json:.60}");
+            assert!(
+                matches!(req(&json), Err(ApiError::TooLarge(_))),
+                "{json:.60}"
+            );
         }
         // Within their caps, short fields still count toward the total.
         let title = "t".repeat(MAX_PAYLOAD_BYTES - 8);

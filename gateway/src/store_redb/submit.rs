@@ -27,27 +27,36 @@ pub(super) fn submit(
 ) -> Result<Submitted, StoreError> {
     let now_ms = n.sent_at_ms;
     prune_keys(txn, now_ms)?;
-    if let Some(key) = &how.idempotency {
-        if let Some(earlier) = lookup(txn, &n.app_id, key, now_ms)? {
-            return Ok(earlier);
-        }
+    let earlier = match &how.idempotency {
+        Some(key) => lookup(txn, &n.app_id, key, now_ms)?,
+        None => None,
+    };
+    if let Some(earlier) = earlier {
+        return Ok(earlier);
     }
     let outcome = if how.expired_on_arrival {
         stats::add_drop(txn, device_id, &n.app_id, "expired", 1)?;
         Submitted::Expired
     } else {
-        if let Some(quota) = how.quota {
-            if !take_quota(txn, &n.app_id, device_id, quota)? {
-                // Refused, not created: the key stays free for a later retry.
-                stats::add_drop(txn, device_id, &n.app_id, "quota", 1)?;
-                return Ok(Submitted::OverQuota);
-            }
+        let over_quota = match how.quota {
+            Some(quota) => !take_quota(txn, &n.app_id, device_id, quota)?,
+            None => false,
+        };
+        if over_quota {
+            // Refused, not created: the key stays free for a later retry.
+            stats::add_drop(txn, device_id, &n.app_id, "quota", 1)?;
+            return Ok(Submitted::OverQuota);
         }
         Submitted::Queued(append(txn, device_id, n)?)
     };
     if let Some(key) = &how.idempotency {
         let expired = outcome == Submitted::Expired;
-        let record = (now_ms, n.message_id.as_str(), key.fingerprint.as_slice(), expired);
+        let record = (
+            now_ms,
+            n.message_id.as_str(),
+            key.fingerprint.as_slice(),
+            expired,
+        );
         let app_key = (n.app_id.as_str(), key.key.as_str());
         txn.open_table(IDEMPOTENCY)?.insert(app_key, record)?;
         txn.open_table(IDEMPOTENCY_EXPIRY)?
@@ -203,7 +212,10 @@ mod tests {
         for i in 0..(PRUNE_BATCH as u64 + 1) {
             store.submit("dev", &n("m", 1 + i), &keyed(&format!("k{i}")))?;
         }
-        assert_eq!(keys(&store)?, (PRUNE_BATCH as u64 + 1, PRUNE_BATCH as u64 + 1));
+        assert_eq!(
+            keys(&store)?,
+            (PRUNE_BATCH as u64 + 1, PRUNE_BATCH as u64 + 1)
+        );
         // A day later any write prunes a bounded batch, oldest first...
         let later = 2 + PRUNE_BATCH as u64 + IDEMPOTENCY_WINDOW_MS;
         store.submit("dev", &n("x", later), &Submit::default())?;
