@@ -16,7 +16,7 @@ use crate::registry::Registry;
 use crate::store::{SharedStore, Store, StoreError};
 
 /// The environment variable naming a test fault hook (read once, at start).
-pub const FAULT_ENV: &str = "SYSPUSH_GATEWAY_FAULT";
+pub(crate) const FAULT_ENV: &str = "SYSPUSH_GATEWAY_FAULT";
 
 /// A fault the end-to-end tests make the gateway commit, to crash it at an
 /// exact point; never set in production. Named by [`FAULT_ENV`].
