@@ -48,6 +48,19 @@ pub fn hash_secret(secret: &str) -> SecretHash {
     out
 }
 
+/// SHA-256 of several byte strings, each length-prefixed so no two different
+/// lists hash alike (what an idempotency key's request is recognised by).
+pub fn fingerprint(parts: &[&[u8]]) -> SecretHash {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 /// Compares two hashes without an early exit, so timing does not reveal how
 /// many leading bytes matched.
 pub fn hashes_equal(a: &SecretHash, b: &SecretHash) -> bool {

@@ -183,7 +183,9 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(shared.config.header_read_timeout_s));
+        .header_read_timeout(Duration::from_secs(shared.config.header_read_timeout_s))
+        // A head past this answers 431 (see api::MAX_HEAD_BYTES).
+        .max_buf_size(api::MAX_HEAD_BYTES);
     let conn = builder
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
         .with_upgrades();

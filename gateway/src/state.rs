@@ -15,6 +15,36 @@ use crate::ids;
 use crate::registry::Registry;
 use crate::store::{SharedStore, Store, StoreError};
 
+/// The environment variable naming a test fault hook (read once, at start).
+pub(crate) const FAULT_ENV: &str = "SYSPUSH_GATEWAY_FAULT";
+
+/// A fault the end-to-end tests make the gateway commit, to crash it at an
+/// exact point; never set in production. Named by [`FAULT_ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// `stall_before_answer`: a send with an `Idempotency-Key` is committed
+    /// (and its device poked) but never answered, so a test can SIGKILL the
+    /// gateway between the commit and the answer.
+    StallBeforeAnswer,
+}
+
+impl Fault {
+    /// The hook named by [`FAULT_ENV`], if any (unknown names are logged and ignored).
+    fn from_env() -> Option<Fault> {
+        let name = std::env::var(FAULT_ENV).ok()?;
+        match name.as_str() {
+            "stall_before_answer" => {
+                tracing::warn!(fault = %name, "test fault hook armed");
+                Some(Fault::StallBeforeAnswer)
+            }
+            _ => {
+                tracing::warn!(fault = %name, "unknown test fault hook ignored");
+                None
+            }
+        }
+    }
+}
+
 /// State shared by every request handler and device session.
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -28,6 +58,8 @@ pub(crate) struct Shared {
     /// device_id -> unix ms of the last frame from it (for the token status;
     /// in memory: "last seen" before a restart is not worth an fsync per frame).
     last_seen: Mutex<HashMap<String, u64>>,
+    /// A test fault hook ([`FAULT_ENV`]); `None` in production.
+    pub(crate) fault: Option<Fault>,
 }
 
 impl Shared {
@@ -46,6 +78,7 @@ impl Shared {
             shutdown,
             alive,
             last_seen: Mutex::default(),
+            fault: Fault::from_env(),
         }
     }
 

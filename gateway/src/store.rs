@@ -101,6 +101,65 @@ pub struct Enqueued {
     pub replaced: Option<u64>,
 }
 
+/// How long an idempotency key is remembered: a retry within this window
+/// answers the first message id; after it, the key is free again.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// An app server's `Idempotency-Key` on a send, scoped to the sending app
+/// (the notification's `app_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key as the app server sent it.
+    pub key: String,
+    /// SHA-256 of the request it came with (token and message), so a retry
+    /// (the same request) can be told from a reuse (another request).
+    pub fingerprint: SecretHash,
+}
+
+/// One unit of an app's daily quota on a device, to take with a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyQuota {
+    /// UTC day number (unix ms / 86 400 000).
+    pub day: u64,
+    /// Units allowed that day.
+    pub limit: u64,
+}
+
+/// What [`Store::submit`] decides and records about a message, in one commit.
+#[derive(Debug, Clone, Default)]
+pub struct Submit {
+    /// Take one unit of this quota; past it the message is refused and counted
+    /// as a `quota` drop. Per app and device: one noisy app cannot exhaust
+    /// another device's allowance, and a device is protected from one app's spam.
+    pub quota: Option<DailyQuota>,
+    /// Remember the send under this key for [`IDEMPOTENCY_WINDOW_MS`].
+    pub idempotency: Option<IdempotencyKey>,
+    /// ttl 0 and the device offline: count the message `expired` instead of
+    /// queueing it ("now or never" met "not now").
+    pub expired_on_arrival: bool,
+}
+
+/// The outcome of [`Store::submit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Appended to the device's queue.
+    Queued(Enqueued),
+    /// Counted as expired on arrival; nothing queued.
+    Expired,
+    /// Over the daily quota: counted as a `quota` drop; nothing queued and the
+    /// key (if any) not remembered, so a retry on another day can succeed.
+    OverQuota,
+    /// The key was used before for the same request: nothing was created.
+    Replayed {
+        /// The message id the first request was given.
+        message_id: String,
+        /// Whether that first message expired on arrival.
+        expired: bool,
+    },
+    /// The key was used before (within the window) for another request.
+    KeyReused,
+}
+
 /// Durable gateway state. See the module doc.
 pub trait Store: Send + Sync + 'static {
     /// Creates a device with its secret hash. Fails only on engine errors; ids are
@@ -132,31 +191,29 @@ pub trait Store: Send + Sync + 'static {
     /// queued messages for that app. Returns the revoked token.
     fn revoke_token(&self, device_id: &str, app_id: &str) -> Result<Option<String>, StoreError>;
 
-    /// Revokes exactly `token` if it is live (forced logout by the app server)
-    /// and drops the device's queued messages for its app. Returns the record
-    /// as it was, `None` if the token is unknown or already revoked.
-    fn revoke_exact(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
-
-    /// Takes one unit of `app_id`'s quota on `device_id` for UTC day number
-    /// `day`; `false` (and nothing taken) when `limit` units were already taken
-    /// that day. Per app and device: one noisy app cannot exhaust another
-    /// device's allowance, and a device is protected from one app's spam.
-    fn take_quota(
-        &self,
-        app_id: &str,
-        device_id: &str,
-        day: u64,
-        limit: u64,
-    ) -> Result<bool, StoreError>;
+    /// Revokes exactly `token` if it is live (forced logout by the app server),
+    /// drops the device's queued messages for its app (counted `revoked`) and
+    /// remembers the revocation for the device (see [`Store::revocations`]),
+    /// all in one commit, so a crash cannot revoke without telling the
+    /// device. Returns the record as it was, `None` if the token is unknown or
+    /// already revoked.
+    fn revoke_exact(&self, token: &str, reason: &str) -> Result<Option<TokenRecord>, StoreError>;
 
     /// What a token points at (live or revoked), `None` if never issued.
     fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Durably appends a message to the device's queue under the next sequence
-    /// number (the `Notification` is stored as is). A non-empty `collapse_key`
-    /// replaces a pending message of the same app with the same key.
-    fn enqueue(&self, device_id: &str, notification: &Notification)
-    -> Result<Enqueued, StoreError>;
+    /// Durably decides a send in one commit: answers a retry of an
+    /// idempotency key, or counts an expired-on-arrival message, or takes the
+    /// quota, and appends the message to the device's queue under the next
+    /// sequence number (stored as is), remembering its key with it. A
+    /// non-empty `collapse_key` replaces a pending message of the same app
+    /// with the same key. `notification.sent_at_ms` is "now" for the key window.
+    fn submit(
+        &self,
+        device_id: &str,
+        notification: &Notification,
+        how: &Submit,
+    ) -> Result<Submitted, StoreError>;
 
     /// Up to `limit` unexpired messages with seq > `after`, in order. Messages
     /// that [`is_expired`] at `now_ms` are deleted instead of returned.
@@ -178,37 +235,27 @@ pub trait Store: Send + Sync + 'static {
     /// Number of messages queued for the device.
     fn queue_len(&self, device_id: &str) -> Result<usize, StoreError>;
 
-    /// Counts `n` messages of (device, app) dropped for `reason` (one of
-    /// [`DROP_REASONS`]), so the token status can say why something never arrived.
-    fn count_drop(
+    /// Drop counts of (device, app) by reason (one of [`DROP_REASONS`]; reasons
+    /// never counted are absent), so the token status can say why something
+    /// never arrived. Exact at `now_ms`: queued messages already past their
+    /// expiry count as `expired` even before a read of the queue deletes them.
+    fn drops(
         &self,
         device_id: &str,
         app_id: &str,
-        reason: &str,
-        n: u64,
-    ) -> Result<(), StoreError>;
+        now_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
 
-    /// Drop counts of (device, app) by reason (reasons never counted are absent).
-    fn drops(&self, device_id: &str, app_id: &str) -> Result<Vec<(String, u64)>, StoreError>;
-
-    /// Messages queued for one app on a device.
-    fn pending_for(&self, device_id: &str, app_id: &str) -> Result<u64, StoreError>;
+    /// Unexpired messages (at `now_ms`) queued for one app on a device.
+    fn pending_for(&self, device_id: &str, app_id: &str, now_ms: u64) -> Result<u64, StoreError>;
 
     /// Operational messages of `app_id` for `device_id` accepted on UTC day `day`.
     fn quota_used(&self, app_id: &str, device_id: &str, day: u64) -> Result<u64, StoreError>;
 
-    /// Remembers that `token` of `app_id` on the device was revoked by the app
-    /// server, until [`Store::clear_revocation`]: a device offline at the time
-    /// learns it at its next hello.
-    fn add_revocation(
-        &self,
-        device_id: &str,
-        app_id: &str,
-        token: &str,
-        reason: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Revocations the device has not been told about: (app id, token, reason).
+    /// Revocations the device has not been told about: (app id, token, reason),
+    /// recorded by [`Store::revoke_exact`] and kept until
+    /// [`Store::clear_revocation`], so a device offline at the time learns
+    /// them at its next hello.
     fn revocations(&self, device_id: &str) -> Result<Vec<(String, String, String)>, StoreError>;
 
     /// The device was told about `token`'s revocation.

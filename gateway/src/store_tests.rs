@@ -1,10 +1,14 @@
 //! Unit tests of the [`Store`] contract on [`RedbStore`]: queue order, cumulative
-//! ack, expiry, collapse, tokens, persistence.
+//! ack, expiry, collapse, tokens, persistence, and the one-commit decisions
+//! (quota, idempotency keys, forced logout) with exact counters.
 
 use syspush_proto::common::Notification;
 
 use crate::ids::hash_secret;
-use crate::store::{AppRecord, Store, StoreError, TokenState};
+use crate::store::{
+    AppRecord, DailyQuota, IDEMPOTENCY_WINDOW_MS, IdempotencyKey, Store, StoreError, Submit,
+    Submitted, TokenState,
+};
 use crate::store_redb::RedbStore;
 
 fn open() -> (tempfile::TempDir, RedbStore) {
@@ -275,4 +279,144 @@ fn data_survives_reopen_and_second_open_is_refused() {
     }
     let store = RedbStore::open(&path).expect("reopen");
     assert_eq!(ids(&store, "dev", 0), vec![(1, "m1".into())]);
+}
+
+fn sent(app: &str, id: &str, sent_at_ms: u64) -> Notification {
+    Notification {
+        sent_at_ms,
+        ..msg(app, id, 0)
+    }
+}
+
+fn keyed(key: &str, fingerprint: u8) -> Submit {
+    Submit {
+        idempotency: Some(IdempotencyKey {
+            key: key.into(),
+            fingerprint: [fingerprint; 32],
+        }),
+        ..Submit::default()
+    }
+}
+
+fn drop_count(store: &RedbStore, reason: &str, now_ms: u64) -> u64 {
+    let drops = store.drops("dev", "a", now_ms).expect("drops");
+    drops
+        .into_iter()
+        .find(|(r, _)| r == reason)
+        .map_or(0, |(_, n)| n)
+}
+
+#[test]
+fn submit_takes_the_quota_with_the_message() {
+    let (_d, store) = open();
+    let how = Submit {
+        quota: Some(DailyQuota { day: 3, limit: 1 }),
+        ..Submit::default()
+    };
+    let first = store.submit("dev", &sent("a", "m1", 1), &how);
+    assert!(matches!(first, Ok(Submitted::Queued(_))), "{first:?}");
+    let second = store.submit("dev", &sent("a", "m2", 2), &how);
+    assert!(matches!(second, Ok(Submitted::OverQuota)), "{second:?}");
+    assert_eq!(store.quota_used("a", "dev", 3).expect("quota"), 1);
+    assert_eq!(store.queue_len("dev").expect("len"), 1);
+    assert_eq!(drop_count(&store, "quota", 2), 1);
+}
+
+#[test]
+fn an_idempotency_key_answers_its_first_message_for_24_hours() {
+    let (dir, store) = open();
+    let t0 = 1_000;
+    let first = store.submit("dev", &sent("a", "m1", t0), &keyed("k", 1));
+    assert!(matches!(first, Ok(Submitted::Queued(_))), "{first:?}");
+    // A retry: the first id, nothing created.
+    let retry = store.submit("dev", &sent("a", "m2", t0 + 5), &keyed("k", 1));
+    assert_eq!(
+        retry.expect("retry"),
+        Submitted::Replayed {
+            message_id: "m1".into(),
+            expired: false
+        }
+    );
+    // The same key for another request.
+    let reuse = store.submit("dev", &sent("a", "m3", t0 + 6), &keyed("k", 2));
+    assert_eq!(reuse.expect("reuse"), Submitted::KeyReused);
+    // Keys are per app.
+    let other = store.submit("dev", &sent("b", "m4", t0 + 7), &keyed("k", 2));
+    assert!(matches!(other, Ok(Submitted::Queued(_))), "{other:?}");
+    assert_eq!(ids(&store, "dev", 0).len(), 2);
+    // Still remembered at the last millisecond of the window, free after it.
+    let last = t0 + IDEMPOTENCY_WINDOW_MS - 1;
+    let late = store.submit("dev", &sent("a", "m5", last), &keyed("k", 2));
+    assert_eq!(late.expect("late"), Submitted::KeyReused);
+    let after = t0 + IDEMPOTENCY_WINDOW_MS;
+    let fresh = store.submit("dev", &sent("a", "m6", after), &keyed("k", 2));
+    assert!(matches!(fresh, Ok(Submitted::Queued(_))), "{fresh:?}");
+    // A key remembered through a restart (it is in the same commit).
+    drop(store);
+    let store = RedbStore::open(&dir.path().join("gw.redb")).expect("reopen");
+    let again = store.submit("dev", &sent("a", "m7", after + 1), &keyed("k", 2));
+    assert_eq!(
+        again.expect("again"),
+        Submitted::Replayed {
+            message_id: "m6".into(),
+            expired: false
+        }
+    );
+}
+
+#[test]
+fn a_message_expired_on_arrival_is_counted_and_its_key_remembered() {
+    let (_d, store) = open();
+    let how = Submit {
+        expired_on_arrival: true,
+        ..keyed("k", 1)
+    };
+    let first = store.submit("dev", &sent("a", "m1", 1), &how);
+    assert_eq!(first.expect("first"), Submitted::Expired);
+    let retry = store.submit("dev", &sent("a", "m2", 2), &how);
+    assert_eq!(
+        retry.expect("retry"),
+        Submitted::Replayed {
+            message_id: "m1".into(),
+            expired: true
+        }
+    );
+    assert_eq!(store.queue_len("dev").expect("len"), 0);
+    assert_eq!(drop_count(&store, "expired", 2), 1);
+}
+
+#[test]
+fn a_forced_logout_records_the_notice_with_the_revocation() {
+    let (_d, store) = open();
+    store.register_token("dev", "a", "tok").expect("register");
+    store.enqueue("dev", &msg("a", "m", 0)).expect("enqueue");
+    let rec = store.revoke_exact("tok", "bye").expect("revoke");
+    assert_eq!(rec.map(|r| r.state), Some(TokenState::Live));
+    assert_eq!(
+        store.revocations("dev").expect("revocations"),
+        vec![("a".into(), "tok".into(), "bye".into())]
+    );
+    assert_eq!(drop_count(&store, "revoked", 0), 1);
+    // Already revoked: nothing more.
+    assert_eq!(store.revoke_exact("tok", "again").expect("revoke"), None);
+    assert_eq!(store.revocations("dev").expect("revocations").len(), 1);
+}
+
+#[test]
+fn expired_messages_count_when_read_before_any_sweep() {
+    let (_d, store) = open();
+    store
+        .enqueue("dev", &msg("a", "m", 1_000))
+        .expect("enqueue");
+    store
+        .enqueue("dev", &msg("other", "o", 1_000))
+        .expect("enqueue");
+    assert_eq!(store.pending_for("dev", "a", 500).expect("pending"), 1);
+    assert_eq!(drop_count(&store, "expired", 500), 0);
+    // Past its expiry, nothing having read the queue: expired, not pending.
+    assert_eq!(store.pending_for("dev", "a", 2_000).expect("pending"), 0);
+    assert_eq!(drop_count(&store, "expired", 2_000), 1);
+    // The sweep moves it to the stored counter: still counted once.
+    store.read_after("dev", 0, 10, 2_000).expect("read");
+    assert_eq!(drop_count(&store, "expired", 2_000), 1);
 }

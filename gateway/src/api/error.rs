@@ -34,6 +34,9 @@ pub enum ApiError {
     /// configured bound (408).
     #[error("request not completed in time")]
     Timeout,
+    /// The `Idempotency-Key` was already used for a different request (422).
+    #[error("{0}")]
+    KeyReused(String),
     /// The app's daily quota for operational messages is used up (429).
     #[error("{0}")]
     QuotaExhausted(String),
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QuotaExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(_) | ApiError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,6 +71,7 @@ impl From<AcceptError> for ApiError {
             quota @ AcceptError::QuotaExhausted { .. } => {
                 ApiError::QuotaExhausted(quota.to_string())
             }
+            reused @ AcceptError::KeyReused(_) => ApiError::KeyReused(reused.to_string()),
             AcceptError::Store(e) => ApiError::Store(e),
             AcceptError::Random(e) => ApiError::Random(e),
         }

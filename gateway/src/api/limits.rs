@@ -1,6 +1,7 @@
-//! Request limits: the body size cap and the time bound on a whole request,
-//! enforced before any extractor reads the body, and the mapping of the body
-//! extractor's rejection to [`ApiError`].
+//! Request limits: the head size cap (enforced by hyper, see
+//! [`MAX_HEAD_BYTES`]), the body size cap and the time bound on a whole
+//! request, enforced before any extractor reads the body, and the mapping of
+//! the body extractor's rejection to [`ApiError`].
 
 use std::sync::Arc;
 
@@ -12,6 +13,12 @@ use bytes::Bytes;
 
 use super::error::ApiError;
 use crate::state::Shared;
+
+/// Largest request head (request line and headers). hyper buffers a head
+/// until it is complete; past this it answers 431 (Request Header Fields Too
+/// Large) and closes, instead of buffering ~400 KB per connection (its
+/// default). Applied with `http1::Builder::max_buf_size` in `lib.rs`.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

@@ -23,8 +23,11 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 
 pub use error::ApiError;
-pub use limits::MAX_BODY_BYTES;
-pub use messages::{MAX_PAYLOAD_BYTES, MAX_TTL_S, parse_send_request};
+pub use limits::{MAX_BODY_BYTES, MAX_HEAD_BYTES};
+pub use messages::{
+    MAX_CHANNEL_ID_BYTES, MAX_COLLAPSE_KEY_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_PAYLOAD_BYTES,
+    MAX_SENDER_FIELD_BYTES, MAX_TTL_S, parse_send_request,
+};
 
 use crate::state::Shared;
 

@@ -57,22 +57,14 @@ pub(super) async fn revoke(
     let Path(token) = token.map_err(|e| ApiError::BadRequest(format!("bad token in path: {e}")))?;
     let reason = revoke_reason(&body(raw)?)?;
     live_token(&shared, &app, token.clone()).await?;
-    let t = token.clone();
-    let Some(record) = shared.store(move |s| s.revoke_exact(&t)).await? else {
+    // Revoked, its messages dropped and the device's notice recorded in one
+    // commit: the notice is kept until the device is told (now if
+    // connected, else at its next hello), and a crash cannot lose it.
+    let (t, r) = (token.clone(), reason.clone());
+    let Some(record) = shared.store(move |s| s.revoke_exact(&t, &r)).await? else {
         // Revoked concurrently (e.g. the device unregistered).
         return Err(ApiError::NotFound("unknown token".into()));
     };
-    // Remembered until the device is told (now if connected, else at its
-    // next hello), so a device that is offline now still learns it.
-    let (d, a, t, r) = (
-        record.device_id.clone(),
-        record.app_id.clone(),
-        token.clone(),
-        reason.clone(),
-    );
-    shared
-        .store(move |s| s.add_revocation(&d, &a, &t, &r))
-        .await?;
     let poke = Poke::TokenRevoked {
         app_id: record.app_id.clone(),
         token,
@@ -98,13 +90,14 @@ pub(super) async fn status(
         .filter(|r| r.app_id == app.app_id)
         .ok_or_else(|| ApiError::NotFound("unknown token".into()))?;
     let live = record.state == TokenState::Live;
-    let day = ids::now_ms() / 86_400_000;
+    let now_ms = ids::now_ms();
+    let day = now_ms / 86_400_000;
     let (d, a) = (record.device_id.clone(), record.app_id.clone());
     let (pending, drops, used) = shared
         .store(move |s| {
             Ok((
-                s.pending_for(&d, &a)?,
-                s.drops(&d, &a)?,
+                s.pending_for(&d, &a, now_ms)?,
+                s.drops(&d, &a, now_ms)?,
                 s.quota_used(&a, &d, day)?,
             ))
         })

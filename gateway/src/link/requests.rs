@@ -131,7 +131,10 @@ pub(super) async fn token_status(
         req.token.clone(),
     );
     let (record, pending) = shared
-        .store(move |s| Ok((s.token(&token)?, s.pending_for(&device_id, &app_id)?)))
+        .store(move |s| {
+            let pending = s.pending_for(&device_id, &app_id, ids::now_ms())?;
+            Ok((s.token(&token)?, pending))
+        })
         .await?;
     // Another device's or app's token looks unknown, as on the HTTP API.
     let state = match record.filter(|r| r.device_id == link.device_id && r.app_id == req.app_id) {
@@ -178,7 +181,7 @@ pub(super) async fn test_push(
         ..Notification::default()
     };
     let device_id = link.device_id.clone();
-    match accept(shared, &req.app_id, &device_id, &mut n).await {
+    match accept(shared, &req.app_id, &device_id, &mut n, None).await {
         Ok(_) => {
             tracing::info!(device_id, app_id = %req.app_id, message_id = %n.message_id, "test push queued");
             let reply = device::TestPushReply {

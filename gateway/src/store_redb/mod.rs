@@ -6,26 +6,28 @@
 //! Records that need more than one field are JSON; notifications are stored as
 //! their protobuf encoding so the link can send them without re-encoding rules.
 //!
-//! The table layout and record decoding are in `tables`, the diagnostic
-//! counters and pending revocations in `stats`; this file is the queue and
-//! the token lifecycle.
+//! The table layout and record decoding are in `tables`, the send path (quota,
+//! idempotency keys, append) in `submit`, the diagnostic counters and pending
+//! revocations in `stats`; this file is the rest of the queue and the token
+//! lifecycle.
 
 use std::path::Path;
 
-use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use syspush_proto::common::Notification;
 
 use crate::store::{
-    AppRecord, Batch, Enqueued, SecretHash, Store, StoreError, TokenRecord, TokenState, is_expired,
+    AppRecord, Batch, SecretHash, Store, StoreError, Submit, Submitted, TokenRecord, TokenState,
+    is_expired,
 };
 
 mod stats;
+mod submit;
 mod tables;
 
 use tables::{
-    APP_KEYS, APPS, COLLAPSE, DEVICES, DROPS, LAST_SEQ, LIVE_TOKENS, QUEUE, QUOTA, REVOCATIONS,
-    TOKENS, corrupt, decode_hash, decode_notification,
+    APP_KEYS, APPS, COLLAPSE, DEVICES, DROPS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, LAST_SEQ,
+    LIVE_TOKENS, QUEUE, QUOTA, REVOCATIONS, TOKENS, corrupt, decode_hash, decode_notification,
 };
 
 /// The redb-backed store.
@@ -60,8 +62,23 @@ impl RedbStore {
         txn.open_table(QUOTA)?;
         txn.open_table(DROPS)?;
         txn.open_table(REVOCATIONS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(IDEMPOTENCY_EXPIRY)?;
         txn.commit()?;
         Ok(Self { db })
+    }
+
+    /// Appends a message with no quota and no key (what the unit tests need).
+    #[cfg(test)]
+    pub(crate) fn enqueue(
+        &self,
+        device_id: &str,
+        n: &Notification,
+    ) -> Result<crate::store::Enqueued, StoreError> {
+        let txn = self.db.begin_write()?;
+        let enqueued = submit::append(&txn, device_id, n)?;
+        txn.commit()?;
+        Ok(enqueued)
     }
 
     /// Marks `token` revoked and removes it as the live token of (device, app)
@@ -237,7 +254,7 @@ impl Store for RedbStore {
         Ok(token)
     }
 
-    fn revoke_exact(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+    fn revoke_exact(&self, token: &str, reason: &str) -> Result<Option<TokenRecord>, StoreError> {
         let txn = self.db.begin_write()?;
         let record = txn
             .open_table(TOKENS)?
@@ -249,37 +266,12 @@ impl Store for RedbStore {
             txn.abort()?;
             return Ok(None);
         };
-        Self::mark_revoked(&txn, &record.device_id, &record.app_id, token)?;
-        Self::drop_app_messages(&txn, &record.device_id, &record.app_id)?;
+        let (device_id, app_id) = (record.device_id.as_str(), record.app_id.as_str());
+        Self::mark_revoked(&txn, device_id, app_id, token)?;
+        Self::drop_app_messages(&txn, device_id, app_id)?;
+        stats::record_revocation(&txn, device_id, app_id, token, reason)?;
         txn.commit()?;
         Ok(Some(record))
-    }
-
-    fn take_quota(
-        &self,
-        app_id: &str,
-        device_id: &str,
-        day: u64,
-        limit: u64,
-    ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
-        let taken = {
-            let mut quota = txn.open_table(QUOTA)?;
-            // Earlier days are over: forget them.
-            quota.retain_in((app_id, device_id, 0)..(app_id, device_id, day), |_, _| {
-                false
-            })?;
-            let key = (app_id, device_id, day);
-            let used = quota.get(key)?.map(|g| g.value()).unwrap_or(0);
-            if used < limit {
-                quota.insert(key, used + 1)?;
-                true
-            } else {
-                false
-            }
-        };
-        txn.commit()?;
-        Ok(taken)
     }
 
     fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -291,39 +283,21 @@ impl Store for RedbStore {
             .transpose()
     }
 
-    fn enqueue(
+    fn submit(
         &self,
         device_id: &str,
         notification: &Notification,
-    ) -> Result<Enqueued, StoreError> {
-        let bytes = notification.encode_to_vec();
+        how: &Submit,
+    ) -> Result<Submitted, StoreError> {
         let txn = self.db.begin_write()?;
-        let result = {
-            let mut last = txn.open_table(LAST_SEQ)?;
-            let seq = last.get(device_id)?.map(|g| g.value()).unwrap_or(0) + 1;
-            last.insert(device_id, seq)?;
-            let mut queue = txn.open_table(QUEUE)?;
-            let mut replaced = None;
-            if !notification.collapse_key.is_empty() {
-                let mut collapse = txn.open_table(COLLAPSE)?;
-                let key = (
-                    device_id,
-                    notification.app_id.as_str(),
-                    notification.collapse_key.as_str(),
-                );
-                let old = collapse.insert(key, seq)?.map(|g| g.value());
-                if let Some(old) = old {
-                    replaced = queue.remove((device_id, old))?.map(|_| old);
-                }
-                if replaced.is_some() {
-                    stats::add_drop(&txn, device_id, &notification.app_id, "collapsed", 1)?;
-                }
-            }
-            queue.insert((device_id, seq), bytes.as_slice())?;
-            Enqueued { seq, replaced }
-        };
-        txn.commit()?;
-        Ok(result)
+        let outcome = submit::submit(&txn, device_id, notification, how)?;
+        if matches!(outcome, Submitted::Replayed { .. } | Submitted::KeyReused) {
+            // Nothing changed but maybe a pruned key: not worth an fsync.
+            txn.abort()?;
+        } else {
+            txn.commit()?;
+        }
+        Ok(outcome)
     }
 
     fn read_after(
@@ -398,22 +372,17 @@ impl Store for RedbStore {
         Ok(table.get(device_id)?.map(|g| g.value()).unwrap_or(0))
     }
 
-    fn count_drop(
+    fn drops(
         &self,
         device_id: &str,
         app_id: &str,
-        reason: &str,
-        n: u64,
-    ) -> Result<(), StoreError> {
-        stats::count_drop(&self.db, device_id, app_id, reason, n)
+        now_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        stats::drops(&self.db, device_id, app_id, now_ms)
     }
 
-    fn drops(&self, device_id: &str, app_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        stats::drops(&self.db, device_id, app_id)
-    }
-
-    fn pending_for(&self, device_id: &str, app_id: &str) -> Result<u64, StoreError> {
-        stats::pending_for(&self.db, device_id, app_id)
+    fn pending_for(&self, device_id: &str, app_id: &str, now_ms: u64) -> Result<u64, StoreError> {
+        stats::pending_for(&self.db, device_id, app_id, now_ms)
     }
 
     fn quota_used(&self, app_id: &str, device_id: &str, day: u64) -> Result<u64, StoreError> {
@@ -423,16 +392,6 @@ impl Store for RedbStore {
             .get((app_id, device_id, day))?
             .map(|g| g.value())
             .unwrap_or(0))
-    }
-
-    fn add_revocation(
-        &self,
-        device_id: &str,
-        app_id: &str,
-        token: &str,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        stats::add_revocation(&self.db, device_id, app_id, token, reason)
     }
 
     fn revocations(&self, device_id: &str) -> Result<Vec<(String, String, String)>, StoreError> {

@@ -32,6 +32,18 @@ pub(super) const COLLAPSE: TableDefinition<(&str, &str, &str), u64> =
 pub(super) const QUOTA: TableDefinition<(&str, &str, u64), u64> =
     TableDefinition::new("quota_app_device");
 
+/// (app_id, idempotency key) -> (created_ms, message_id, request fingerprint,
+/// expired on arrival): sends an app server may retry. Pruned through
+/// [`IDEMPOTENCY_EXPIRY`] once older than `IDEMPOTENCY_WINDOW_MS`.
+pub(super) const IDEMPOTENCY: TableDefinition<(&str, &str), KeyRecord> =
+    TableDefinition::new("idempotency");
+/// A value of [`IDEMPOTENCY`]: (created_ms, message_id, fingerprint, expired on arrival).
+pub(super) type KeyRecord = (u64, &'static str, &'static [u8], bool);
+/// (created_ms, app_id, idempotency key) -> (): [`IDEMPOTENCY`] in age order,
+/// so writes prune the oldest keys with a range scan.
+pub(super) const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+
 /// (device_id, app_id, reason) -> messages dropped for that reason.
 pub(super) const DROPS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("drops");
 /// (device_id, token) -> (app_id, reason): revocations not yet sent to the device.

@@ -100,6 +100,18 @@ impl TestGateway {
         bearer: Option<&str>,
         body: &[u8],
     ) -> (StatusCode, Value) {
+        self.request_with(method, path, bearer, &[], body).await
+    }
+
+    /// Like [`TestGateway::request`], with extra request headers.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (StatusCode, Value) {
         let io = TokioIo::new(self.tls().await);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(conn);
@@ -109,6 +121,9 @@ impl TestGateway {
             .header("host", "localhost");
         if let Some(b) = bearer {
             req = req.header("authorization", format!("Bearer {b}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req
             .header("content-type", "application/json")
@@ -152,6 +167,28 @@ impl TestGateway {
 
     pub async fn send(&self, json: Value) -> (StatusCode, Value) {
         self.send_as(&self.app_key, json).await
+    }
+
+    /// POST /v1/messages with this app's key and an `Idempotency-Key`.
+    pub async fn send_keyed(&self, key: &str, json: Value) -> (StatusCode, Value) {
+        self.request_with(
+            Method::POST,
+            "/v1/messages",
+            Some(&self.app_key),
+            &[("idempotency-key", key)],
+            json.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    /// GET /v1/tokens/{token} with this app's key.
+    pub async fn token_status(&self, token: &str) -> Value {
+        let path = format!("/v1/tokens/{token}");
+        let (status, body) = self
+            .request(Method::GET, &path, Some(&self.app_key), b"")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
     }
 
     pub async fn connect(&self) -> DeviceLink {
