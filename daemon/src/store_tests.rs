@@ -185,7 +185,7 @@ fn drop_app_and_tokens() {
     s.set_token("a", "t1").expect("token");
     assert!(!s.remove_token("a", Some("other")).expect("remove"));
     assert_eq!(s.drop_app("a").expect("drop"), 2);
-    let drops: std::collections::HashMap<_, _> = s.drops().expect("drops").into_iter().collect();
+    let drops: std::collections::HashMap<_, _> = s.drops(NOW).expect("drops").into_iter().collect();
     assert_eq!(
         drops["revoked"], 2,
         "logout drops count as revoked: {drops:?}"
@@ -205,4 +205,26 @@ fn new_credentials_restart_the_sequence_space() {
     assert_eq!(s.last_committed_seq().expect("seq"), 9);
     s.set_credentials("dev2", "s2").expect("creds");
     assert_eq!(s.last_committed_seq().expect("seq"), 0);
+}
+
+#[test]
+fn expired_messages_count_as_dropped_before_any_sweep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Store::open(dir.path()).expect("open");
+    // Live on arrival; the app stays away while the first one expires.
+    s.commit(&[(1, n("m1", "a", NOW + 1_000)), (2, n("m2", "a", 0))], NOW)
+        .expect("commit");
+    let expired = |now: u64| -> u64 {
+        s.drops(now)
+            .expect("drops")
+            .into_iter()
+            .find(|(r, _)| r == "expired")
+            .map_or(0, |(_, n)| n)
+    };
+    assert_eq!(expired(NOW), 0);
+    assert_eq!(expired(NOW + 2_000), 1, "counted although nothing swept it");
+    assert_eq!(s.pending_count("a", NOW + 2_000).expect("pending"), 1);
+    // The sweep (the app connects) moves it into the counter: still one.
+    assert_eq!(ids(&s.list("a", 0, 10, NOW + 2_000).expect("list")), ["m2"]);
+    assert_eq!(expired(NOW + 2_000), 1, "not counted twice");
 }

@@ -85,7 +85,12 @@ pub fn status(ctx: &AppContext, uid: u32, class: Class) -> app::Status {
         last_committed_seq: ctx.store.last_committed_seq().unwrap_or(0),
         network: link.network.clone().unwrap_or_default(),
         learned: learned_intervals(ctx),
-        drops: ctx.store.drops().unwrap_or_default().into_iter().collect(),
+        drops: ctx
+            .store
+            .drops(ctx.gateway_clock.now_ms())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         ..health
     }
 }

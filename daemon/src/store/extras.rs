@@ -13,7 +13,7 @@ use redb::ReadableTable;
 use super::db::Store;
 use super::error::{StoreError, dberr};
 use super::schema::{
-    DROPS_PREFIX, META_U64, REVOKED, SETTINGS, TOKENS, add_drop, lookup, purge_inbox,
+    DROPS_PREFIX, INBOX, META_U64, REVOKED, SETTINGS, TOKENS, add_drop, lookup, purge_inbox,
 };
 use crate::settings::Settings;
 
@@ -62,18 +62,39 @@ impl Store {
         Ok(out)
     }
 
-    /// Drop counts by reason, every reason present.
-    pub fn drops(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    /// Drop counts by reason, every reason present, exact as of `now_ms`
+    /// (gateway wall clock): messages that expired in the inbox but were not
+    /// swept yet (their app has not connected since) count as `expired`
+    /// already. The sweep later moves them into the counter and out of the
+    /// inbox in one transaction, so nothing is counted twice, and no timer
+    /// has to wake the daemon to keep the figure right.
+    pub fn drops(&self, now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let txn = self.read()?;
         let meta = txn.open_table(META_U64).map_err(dberr)?;
+        let mut unswept = 0u64;
+        for entry in txn
+            .open_table(INBOX)
+            .map_err(dberr)?
+            .iter()
+            .map_err(dberr)?
+        {
+            let (_, v) = entry.map_err(dberr)?;
+            let (expires, _, _) = v.value();
+            if expires != 0 && expires < now_ms {
+                unswept += 1;
+            }
+        }
         DROP_REASONS
             .iter()
             .map(|r| {
                 let key = format!("{DROPS_PREFIX}{r}");
-                let n = meta
+                let mut n = meta
                     .get(key.as_str())
                     .map_err(dberr)?
                     .map_or(0, |v| v.value());
+                if *r == "expired" {
+                    n += unswept;
+                }
                 Ok(((*r).to_string(), n))
             })
             .collect()
