@@ -302,11 +302,63 @@ pub async fn dial(
         .map_err(|source| TlsError::Handshake { addr, source })
 }
 
+/// A CA and a TLS server for 127.0.0.1 with a leaf it signed, for the
+/// tests of this module and of the link's failure classification.
+#[cfg(test)]
+pub(crate) mod test_server {
+    use std::sync::Arc;
+
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// What [`new`] made.
+    pub(crate) struct TestServer {
+        /// The CA's certificate (PEM), to trust or to leave out.
+        pub ca_pem: String,
+        /// The server side of the handshake.
+        pub acceptor: tokio_rustls::TlsAcceptor,
+        /// The leaf certificate (DER).
+        pub leaf: Vec<u8>,
+        /// The leaf key's SubjectPublicKeyInfo (DER).
+        pub spki: Vec<u8>,
+    }
+
+    /// A fresh CA named `ca_name` (distinct names: a second CA with the same
+    /// name would fail on its signature, not as an unknown issuer).
+    pub(crate) fn new(ca_name: &str) -> TestServer {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, ca_name);
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .expect("server config");
+        TestServer {
+            ca_pem: ca.pem(),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            leaf: cert.der().to_vec(),
+            spki: rcgen::PublicKeyData::subject_public_key_info(&key),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::ServerConfig;
-    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio_rustls::TlsAcceptor;
@@ -318,35 +370,9 @@ mod tests {
 
     /// Like [`server`], also returning the leaf certificate (DER) and its key's SPKI.
     fn server_with_leaf(dir: &Path) -> (TlsAcceptor, Vec<u8>, Vec<u8>) {
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = rcgen::CertifiedIssuer::self_signed(
-            ca_params,
-            rcgen::KeyPair::generate().expect("ca key"),
-        )
-        .expect("ca");
-        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("cert");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .expect("server config");
-        let leaf = cert.der().to_vec();
-        (
-            TlsAcceptor::from(Arc::new(config)),
-            leaf,
-            rcgen::PublicKeyData::subject_public_key_info(&key),
-        )
+        let s = super::test_server::new("syspush test CA");
+        std::fs::write(dir.join("ca.pem"), &s.ca_pem).expect("write ca");
+        (s.acceptor, s.leaf, s.spki)
     }
 
     #[test]

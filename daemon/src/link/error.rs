@@ -464,30 +464,8 @@ mod tests {
 
     /// A CA named `name` (PEM) and a TLS server for 127.0.0.1 with a leaf it signed.
     fn ca_and_server(name: &str) -> (String, tokio_rustls::TlsAcceptor) {
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_key = rcgen::KeyPair::generate().expect("ca key");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("cert");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .expect("server config");
-        (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        let s = crate::tls::test_server::new(name);
+        (s.ca_pem, s.acceptor)
     }
 
     /// Dials a fresh server trusting `ca` (the server's own if None) with
