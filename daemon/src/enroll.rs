@@ -9,7 +9,10 @@
 //! be a large share of the daemon binary. The response head is parsed with
 //! `httparse` (already linked for the WebSocket handshake); the body is read
 //! by `Content-Length`, chunked, or to the end of the stream, never more
-//! than [`MAX_BODY`] bytes.
+//! than [`MAX_BODY`] bytes. The JSON body is read by [`json`], which knows
+//! only the flat object of strings the gateway answers with.
+
+mod json;
 
 use std::io;
 use std::sync::Arc;
@@ -51,7 +54,7 @@ pub enum EnrollError {
 }
 
 /// Credentials issued by the gateway.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enrolled {
     /// Device id.
     pub device_id: String,
@@ -81,15 +84,28 @@ pub async fn enroll(
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
     let (status, body) = read_response(&mut stream).await?;
+    let members = json::string_members(&body);
+    let member = |name: &str| {
+        members.as_ref().ok().and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    };
     if status != StatusCode::CREATED && status != StatusCode::OK {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        let message = member("error")
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
         return Err(EnrollError::Refused { status, message });
     }
-    let enrolled: Enrolled =
-        serde_json::from_slice(&body).map_err(|e| EnrollError::Body(format!("bad JSON: {e}")))?;
+    if let Err(e) = &members {
+        return Err(EnrollError::Body(format!("bad JSON: {e}")));
+    }
+    let (Some(device_id), Some(secret)) = (member("device_id"), member("secret")) else {
+        return Err(EnrollError::Body(
+            "bad JSON: device_id and secret (strings) are required".into(),
+        ));
+    };
+    let enrolled = Enrolled { device_id, secret };
     if enrolled.device_id.is_empty() || enrolled.secret.is_empty() {
         return Err(EnrollError::Body("empty device_id or secret".into()));
     }
