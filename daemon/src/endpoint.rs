@@ -41,10 +41,11 @@ impl Endpoint {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().map_err(|source| EndpointError::Uri {
-            url: url.to_string(),
-            source,
-        })?;
+        let uri: tokio_tungstenite::tungstenite::http::Uri =
+            url.parse().map_err(|source| EndpointError::Uri {
+                url: url.to_string(),
+                source,
+            })?;
         match uri.scheme_str() {
             Some("https") => {}
             Some(other) => return Err(bad(&format!("scheme must be https, not {other}"))),

@@ -86,11 +86,10 @@ pub async fn enroll(
     let (status, body) = read_response(&mut stream).await?;
     let members = json::string_members(&body);
     let member = |name: &str| {
-        members.as_ref().ok().and_then(|m| {
-            m.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
+        members
+            .as_ref()
+            .ok()
+            .and_then(|m| m.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     };
     if status != StatusCode::CREATED && status != StatusCode::OK {
         let message = member("error")
@@ -154,8 +153,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(StatusCode, Framing, usize)>, Enroll
         Err(e) => return Err(bad(format!("bad response head: {e}"))),
     };
     let code = resp.code.unwrap_or(0);
-    let status =
-        StatusCode::from_u16(code).map_err(|_| bad(format!("bad status code {code}")))?;
+    let status = StatusCode::from_u16(code).map_err(|_| bad(format!("bad status code {code}")))?;
     let mut framing = Framing::ToEof;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -310,7 +308,10 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_oversized_and_truncated_responses() {
-        let big = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert!(matches!(
             response(big.as_bytes()).await,
             Err(EnrollError::Body(_))

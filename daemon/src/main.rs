@@ -69,10 +69,9 @@ impl Args {
             let value = match inline {
                 // The raw OsString when it came separately: paths need not be UTF-8.
                 Some(v) => PathBuf::from(v),
-                None => args
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or_else(|| format!("a value is required for '{name} <PATH>' but none was supplied"))?,
+                None => args.next().map(PathBuf::from).ok_or_else(|| {
+                    format!("a value is required for '{name} <PATH>' but none was supplied")
+                })?,
             };
             *slot = Some(value);
         }
@@ -190,7 +189,13 @@ mod tests {
             panic!("--check-config=")
         };
         assert_eq!(a.check_config, Some(PathBuf::from("/b.toml")));
-        assert!(matches!(parse(&[]), Ok(Command::Run(Args { config: None, check_config: None }))));
+        assert!(matches!(
+            parse(&[]),
+            Ok(Command::Run(Args {
+                config: None,
+                check_config: None
+            }))
+        ));
         assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
         assert!(matches!(parse(&["-V"]), Ok(Command::Version)));
         assert!(parse(&["--config"]).is_err());
