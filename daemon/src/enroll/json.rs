@@ -205,7 +205,9 @@ impl Parser<'_> {
             self.i += 1;
         }
         let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
-        // Rust's float syntax is a superset of JSON's apart from these.
+        // Checked loosely: Rust's float syntax, minus a leading '+' or '.'
+        // (it still takes "01" and "1.", which JSON does not; they are
+        // skipped values here, never read).
         let json_like = !text.starts_with('+') && !text.starts_with("-.") && !text.starts_with('.');
         if json_like && text.parse::<f64>().is_ok() {
             Ok(())
