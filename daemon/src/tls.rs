@@ -127,7 +127,7 @@ impl Trust {
             }
             #[cfg(feature = "web-roots")]
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            // Built for a private gateway only: ~250 KiB of roots left out.
+            // Built for a private gateway only: the built-in roots are left out.
             #[cfg(not(feature = "web-roots"))]
             None => return Err(TrustError::NoRoots),
         }
