@@ -19,9 +19,9 @@ pub enum EndpointError {
     Uri {
         /// The configured value.
         url: String,
-        /// hyper's reason.
+        /// The URI parser's reason.
         #[source]
-        source: hyper::http::uri::InvalidUri,
+        source: tokio_tungstenite::tungstenite::http::uri::InvalidUri,
     },
     /// A URI, but not of the form `https://HOST[:PORT]`.
     #[error("invalid gateway URL {url:?}: {reason}")]
@@ -41,10 +41,11 @@ impl Endpoint {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let uri: hyper::Uri = url.parse().map_err(|source| EndpointError::Uri {
-            url: url.to_string(),
-            source,
-        })?;
+        let uri: tokio_tungstenite::tungstenite::http::Uri =
+            url.parse().map_err(|source| EndpointError::Uri {
+                url: url.to_string(),
+                source,
+            })?;
         match uri.scheme_str() {
             Some("https") => {}
             Some(other) => return Err(bad(&format!("scheme must be https, not {other}"))),

@@ -13,6 +13,13 @@
 //!   there under the platform SELinux policy. If the socket cannot be opened
 //!   the daemon falls back to stderr.
 //!
+//! The filter is `RUST_LOG` in the simple form of `tracing_subscriber`'s
+//! `Targets`: comma-separated `LEVEL` (everything) and `TARGET=LEVEL`
+//! directives, e.g. `debug`, `syspushd=debug`, `info,syspushd::link=trace`.
+//! `EnvFilter`'s span and field directives (`[span{field=value}]`) and
+//! regular expressions are not supported (its regex engine would be a large
+//! part of the binary): a value that does not parse, or none, means `info`.
+//!
 //! The logd path is compiled everywhere and unit-tested on Linux against a
 //! datagram socket standing in for logd; it has not run against a real logd.
 
@@ -22,8 +29,10 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::Level;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// logd's writer socket.
 pub const LOGDW: &str = "/dev/socket/logdw";
@@ -37,15 +46,18 @@ const LOG_ID_MAIN: u8 = 0;
 /// Installs the global subscriber: `RUST_LOG` (default `info`) to the
 /// platform's log.
 pub fn init() {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || filter(std::env::var("RUST_LOG").ok().as_deref());
     #[cfg(target_os = "android")]
     if let Ok(logd) = Logd::connect(Path::new(LOGDW)) {
-        tracing_subscriber::fmt()
-            .with_writer(logd)
-            .with_ansi(false)
-            // logcat stamps each entry itself.
-            .without_time()
-            .with_env_filter(filter())
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(logd)
+                    .with_ansi(false)
+                    // logcat stamps each entry itself.
+                    .without_time(),
+            )
             .init();
         return;
     }
@@ -57,8 +69,6 @@ pub fn init() {
     if stderr_is_journal()
         && let Ok(journal) = tracing_journald::layer()
     {
-        use tracing_subscriber::layer::SubscriberExt;
-        use tracing_subscriber::util::SubscriberInitExt;
         tracing_subscriber::registry()
             .with(filter())
             .with(
@@ -69,12 +79,23 @@ pub fn init() {
             .init();
         return;
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in journald or files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter())
+    tracing_subscriber::registry()
+        .with(filter())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only for a person at a terminal, not in journald or files.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
+}
+
+/// The filter a `RUST_LOG` value asks for; `info` when unset or unparsable.
+fn filter(rust_log: Option<&str>) -> Targets {
+    rust_log
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(Level::INFO))
 }
 
 /// A connection to logd's writer socket; a `tracing` writer factory.
@@ -199,6 +220,22 @@ fn stderr_is_journal() -> bool {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn rust_log_simple_directives_filter_by_target() {
+        use tracing_subscriber::filter::LevelFilter;
+        let all_debug = filter(Some("debug"));
+        assert!(all_debug.would_enable("syspushd::link", &Level::DEBUG));
+        assert!(!all_debug.would_enable("syspushd::link", &Level::TRACE));
+        let ours = filter(Some("syspushd=debug"));
+        assert!(ours.would_enable("syspushd::link", &Level::DEBUG));
+        assert!(!ours.would_enable("rustls::client", &Level::ERROR));
+        for fallback in [None, Some(""), Some("[span{x=1}]=debug")] {
+            let f = filter(fallback);
+            assert_eq!(f.default_level(), Some(LevelFilter::INFO), "{fallback:?}");
+            assert!(!f.would_enable("syspushd", &Level::DEBUG));
+        }
+    }
 
     #[test]
     fn packet_has_liblogs_layout() {

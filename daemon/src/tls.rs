@@ -62,6 +62,10 @@ pub enum TrustError {
         #[source]
         source: rustls::Error,
     },
+    /// No `ca_file`, and this build has no built-in web roots (the
+    /// `web-roots` cargo feature is off).
+    #[error("invalid config: ca_file is required (this syspushd is built without web roots)")]
+    NoRoots,
     /// A `pin_spki_sha256` value is not the base64 of 32 bytes.
     #[error("invalid config: pin_spki_sha256 {0:?} is not the base64 of a SHA-256 hash (32 bytes)")]
     Pin(String),
@@ -121,7 +125,11 @@ impl Trust {
                     })?;
                 }
             }
+            #[cfg(feature = "web-roots")]
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            // Built for a private gateway only: the built-in roots are left out.
+            #[cfg(not(feature = "web-roots"))]
+            None => return Err(TrustError::NoRoots),
         }
         Ok(Trust {
             roots: Arc::new(roots),
@@ -422,7 +430,10 @@ mod tests {
         .expect("write");
         let e = Trust::load(Some(&bad), &[]).expect_err("bad");
         assert!(matches!(e, TrustError::BadCert { .. }), "{e}");
+        #[cfg(feature = "web-roots")]
         assert!(Trust::load(None, &[]).expect("web roots").pins.is_empty());
+        #[cfg(not(feature = "web-roots"))]
+        assert!(matches!(Trust::load(None, &[]), Err(TrustError::NoRoots)));
     }
 
     /// One handshake against a fresh server; the dial's error text on failure.

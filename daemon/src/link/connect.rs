@@ -31,11 +31,19 @@ pub(super) struct Dialer {
     pub(super) status: Arc<Mutex<LinkStatus>>,
 }
 
+/// Longest WebSocket frame header (2 bytes, 8-byte length, 4-byte mask).
+const WS_HEADER_MAX: usize = 14;
+
 fn ws_config() -> WebSocketConfig {
-    // Frames are capped at 64 KiB by the protocol; refuse bigger ones before buffering them.
+    // Frames are capped at 64 KiB by the protocol; refuse bigger ones before
+    // buffering them. The buffers are sized for one such frame, not
+    // tungstenite's default 128 KiB each: the read buffer is allocated up
+    // front for the life of the connection.
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_LEN))
         .max_frame_size(Some(MAX_FRAME_LEN))
+        .read_buffer_size(MAX_FRAME_LEN + WS_HEADER_MAX)
+        .write_buffer_size(MAX_FRAME_LEN + WS_HEADER_MAX)
 }
 
 impl Dialer {
