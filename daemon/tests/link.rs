@@ -128,13 +128,20 @@ async fn app_recv(app: &mut App) -> daemon_message::Body {
         .expect("body")
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
+/// A daemon (heartbeat 1 s, pong timeout 1 s, given credentials) started
+/// in-process against a fake gateway on a fresh port: its temp dir, the
+/// gateway's TLS side and listener, the stop sender and the daemon's task.
+async fn start_daemon() -> (
+    tempfile::TempDir,
+    TlsAcceptor,
+    TcpListener,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), syspushd::DaemonError>>,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let acceptor = tls(dir.path());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let addr: SocketAddr = listener.local_addr().expect("addr");
-    let socket = dir.path().join("d.sock");
     let text = format!(
         "gateway = \"https://{addr}\"\nca_file = \"ca.pem\"\ndevice_id = \"dev-1\"\ndevice_secret = \"s3cret\"\n\
          state_dir = \"state\"\nsocket_path = \"d.sock\"\nheartbeat_s = 1\npong_timeout_s = 1\n"
@@ -144,6 +151,13 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
     let daemon = tokio::spawn(syspushd::run(config, async {
         let _ = stop_rx.await;
     }));
+    (dir, acceptor, listener, stop_tx, daemon)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
+    let (dir, acceptor, listener, stop_tx, daemon) = start_daemon().await;
+    let socket = dir.path().join("d.sock");
 
     // Session 1 (no heartbeat due): hello, three deliveries at once -> one Ack.
     let mut ws = accept(&listener, &acceptor).await;
@@ -289,19 +303,7 @@ async fn link_commits_acks_heartbeats_resumes_and_says_goodbye() {
 /// kernel would keep retransmitting the unanswered Ping into the dead mapping.
 #[tokio::test(flavor = "current_thread")]
 async fn a_silent_gateway_gets_a_reset_after_the_pong_timeout() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let acceptor = tls(dir.path());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let text = format!(
-        "gateway = \"https://{addr}\"\nca_file = \"ca.pem\"\ndevice_id = \"dev-1\"\ndevice_secret = \"s3cret\"\n\
-         state_dir = \"state\"\nsocket_path = \"d.sock\"\nheartbeat_s = 1\npong_timeout_s = 1\n"
-    );
-    let config = syspushd::config::Config::from_toml(&text, dir.path()).expect("config");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(syspushd::run(config, async {
-        let _ = stop_rx.await;
-    }));
+    let (_dir, acceptor, listener, stop_tx, daemon) = start_daemon().await;
 
     let mut ws = accept(&listener, &acceptor).await;
     assert!(matches!(recv(&mut ws).await, Body::ClientHello(_)));
